@@ -1,0 +1,189 @@
+"""Host-side network facts and fixes (pyroute2), and host checks, for ``roles.hostctl``.
+
+Subcommands: ``facts`` (interface MAC/state, kernel, arch, clock), ``neigh-pin`` (permanent
+neighbour entries, read back), ``neigh-show``, ``detach-xdp``, ``headers-shim`` (make bcc find
+kernel headers when the running kernel has none) and ``check`` (what ``invoke doctor`` shows:
+bcc imports, compiles and loads a trivial XDP program, which XDP modes attach).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+NUD_PERMANENT = 0x80
+
+
+def _ipr():
+    from pyroute2 import IPRoute  # host half only: pyroute2 is not needed on the control machine
+
+    return IPRoute()
+
+
+def _link(ipr, ifname: str):
+    idx = ipr.link_lookup(ifname=ifname)
+    if not idx:
+        raise RuntimeError(f"interface {ifname!r} does not exist on this host")
+    return ipr.get_links(idx[0])[0]
+
+
+def facts(args) -> dict:
+    with _ipr() as ipr:
+        link = _link(ipr, args.interface)
+        xdp = link.get_attr("IFLA_XDP")
+        prog = xdp.get_attr("IFLA_XDP_PROG_ID") if xdp else None
+        addrs = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=link["index"], family=2)]
+        return {
+            "interface": args.interface,
+            "mac": link.get_attr("IFLA_ADDRESS"),
+            "link_up": link.get_attr("IFLA_OPERSTATE") in ("UP", "UNKNOWN") and bool(link["flags"] & 1),
+            "mtu": link.get_attr("IFLA_MTU"),
+            "ipv4": addrs,
+            "xdp_prog_id": prog,
+            "kernel": platform.release(),
+            "arch": platform.machine(),
+            "hostname": platform.node(),
+            "time": time.time(),
+        }
+
+
+def neigh_show(args) -> dict:
+    with _ipr() as ipr:
+        idx = _link(ipr, args.interface)["index"]
+        rows = []
+        for n in ipr.get_neighbours(ifindex=idx, family=2):
+            rows.append({"ip": n.get_attr("NDA_DST"), "mac": n.get_attr("NDA_LLADDR"),
+                         "permanent": bool(n["state"] & NUD_PERMANENT), "state": n["state"]})
+        return {"neighbours": rows}
+
+
+def neigh_pin(args) -> dict:
+    """Pin ``IP=MAC`` pairs as PERMANENT neighbours; change only what differs; verify by reading back."""
+    wanted = dict(p.split("=", 1) for p in args.peer)
+    changed, ok = [], []
+    with _ipr() as ipr:
+        idx = _link(ipr, args.interface)["index"]
+        have = {n.get_attr("NDA_DST"): n for n in ipr.get_neighbours(ifindex=idx, family=2)}
+        for ip, mac in wanted.items():
+            n = have.get(ip)
+            if n is not None and n["state"] & NUD_PERMANENT and (n.get_attr("NDA_LLADDR") or "").lower() == mac.lower():
+                ok.append(ip)
+                continue
+            if not args.dry_run:
+                ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
+            changed.append(ip)
+        if not args.dry_run:
+            now = {n.get_attr("NDA_DST"): n for n in ipr.get_neighbours(ifindex=idx, family=2)}
+            for ip, mac in wanted.items():
+                n = now.get(ip)
+                if n is None or not n["state"] & NUD_PERMANENT or n.get_attr("NDA_LLADDR").lower() != mac.lower():
+                    raise RuntimeError(f"neighbour {ip} -> {mac} did not stick on {args.interface}")
+    return {"changed": changed, "ok": ok, "dry_run": args.dry_run}
+
+
+def detach_xdp(args) -> dict:
+    from roles import xdp
+
+    return {"detached": bool(xdp.detach_any(args.interface)), "interface": args.interface}
+
+
+def _headers_dir() -> Path:
+    return Path("/lib/modules") / platform.release() / "build"
+
+
+def headers_shim(args) -> dict:
+    """bcc needs /lib/modules/$(uname -r)/build. When the running kernel ships no headers (VMs,
+    custom kernels), link the newest distribution headers package: enough for programs that use
+    only UAPI headers, which is all tcpskim's are. Done only when headers are missing."""
+    build = _headers_dir()
+    if build.exists():
+        return {"headers": str(build.resolve()), "shim": build.is_symlink() and "linux-headers" in os.readlink(build)}
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    candidates = sorted(glob.glob(f"/usr/src/linux-headers-*-{arch}") + glob.glob(f"/usr/src/linux-headers-*-rpi-*"))
+    if not candidates:
+        raise RuntimeError(f"no kernel headers for {platform.release()} and no /usr/src/linux-headers-*-{arch} "
+                           f"package to link (install linux-headers-{arch})")
+    target = Path(candidates[-1])
+    build.parent.mkdir(parents=True, exist_ok=True)
+    build.symlink_to(target)
+    common = Path(str(target).rsplit("-", 1)[0] + "-common")
+    source = build.parent / "source"
+    if common.exists() and not source.exists():
+        source.symlink_to(common)
+    print(f"headers-shim: {platform.release()} has no headers; linked {build} -> {target}", file=__import__("sys").stderr)
+    return {"headers": str(target), "shim": True, "created": True}
+
+
+_TRIVIAL_XDP = "int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }"
+
+
+def check(args) -> dict:
+    """What doctor needs from the host side. Each item is reported, never raised."""
+    out = {"kernel": platform.release(), "arch": platform.machine(), "time": time.time(),
+           "python": platform.python_version()}
+    build = _headers_dir()
+    out["headers"] = ("shim -> " + os.readlink(build)) if build.is_symlink() and "linux-headers" in os.readlink(build) \
+        else ("present" if build.exists() else "missing")
+    try:
+        import pyroute2  # noqa: F401
+        out["pyroute2"] = "ok"
+    except ImportError as exc:
+        out["pyroute2"] = f"missing ({exc})"
+    try:
+        from bcc import BPF
+    except Exception as exc:  # ImportError, or a broken libbcc
+        out["bcc"] = f"not importable: {exc}"
+        return out
+    out["bcc"] = "importable"
+    try:
+        b = BPF(text=_TRIVIAL_XDP)
+        fn = b.load_func("xdp_pass", BPF.XDP)
+        out["bcc"] = "compiles+loads"
+    except Exception as exc:
+        out["bcc"] = f"compile/load failed: {str(exc).splitlines()[0][:120]}"
+        return out
+    modes = []
+    if args.interface:
+        for name, flag in (("generic", BPF.XDP_FLAGS_SKB_MODE), ("native", BPF.XDP_FLAGS_DRV_MODE)):
+            try:
+                BPF.attach_xdp(args.interface, fn, flag)
+                BPF.remove_xdp(args.interface, flag)
+                modes.append(name)
+            except Exception:
+                pass
+    out["xdp_modes"] = modes
+    return out
+
+
+def git_commit(args) -> dict:
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return {"commit": r.stdout.strip() or None}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("facts", help="interface MAC/state, kernel, arch, clock")
+    p.add_argument("--interface", required=True)
+    p.set_defaults(func=facts)
+    p = sub.add_parser("neigh-show", help="IPv4 neighbours of an interface")
+    p.add_argument("--interface", required=True)
+    p.set_defaults(func=neigh_show)
+    p = sub.add_parser("neigh-pin", help="pin IP=MAC neighbours as PERMANENT")
+    p.add_argument("--interface", required=True)
+    p.add_argument("--peer", action="append", default=[], help="IP=MAC, repeatable")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=neigh_pin)
+    p = sub.add_parser("detach-xdp", help="remove any XDP program from an interface")
+    p.add_argument("--interface", required=True)
+    p.set_defaults(func=detach_xdp)
+    p = sub.add_parser("headers-shim", help="link distribution kernel headers when the running kernel has none")
+    p.set_defaults(func=headers_shim)
+    p = sub.add_parser("check", help="bcc, headers, XDP modes (for invoke doctor)")
+    p.add_argument("--interface")
+    p.set_defaults(func=check)
+    p = sub.add_parser("commit", help="the checkout's commit")
+    p.set_defaults(func=git_commit)

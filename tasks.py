@@ -1,0 +1,173 @@
+"""tcpskim's Invoke tasks: the control side's command line (``invoke --list``).
+
+Thin by design: each task validates the inventory, then calls one function of the ``tcpskim``
+package and prints its per-host summary. Every task takes ``--inventory FILE`` (default:
+$TCPSKIM_INVENTORY, else inventory.toml, the local lab).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from invoke import Collection, Exit, task
+
+from tcpskim import inventory as inventory_mod
+from tcpskim.fleet import Fleet, summary
+
+INV_HELP = "inventory file (default: $TCPSKIM_INVENTORY, else inventory.toml = the local lab)"
+HOSTS_HELP = "comma list of host names (default: all)"
+
+
+def _inventory(path):
+    """Load and validate, or stop with a one-line error before any host is touched."""
+    try:
+        return inventory_mod.load(path)
+    except inventory_mod.InventoryError as exc:
+        raise Exit(f"error: {exc}", code=2)
+
+
+@contextlib.contextmanager
+def _fleet(c, inv, accept_new_keys=False):
+    with Fleet(inv, accept_new_keys=accept_new_keys, sudo_password=c.config.sudo.password) as fleet:
+        yield fleet
+
+
+def _finish(title, results, columns=None):
+    if not summary(title, results, columns):
+        raise Exit(code=1)
+
+
+def _select(inv, hosts):
+    try:
+        return inv.select(hosts)
+    except inventory_mod.InventoryError as exc:
+        raise Exit(f"error: {exc}", code=2)
+
+
+# --- lab ------------------------------------------------------------------------------------
+def _lab_inventory(path):
+    inv = _inventory(path)
+    if inv.lab is None:
+        raise Exit(f"error: {inv.path.name} is not a lab inventory (testbed.lab = true)", code=2)
+    return inv
+
+
+@task(help={"inventory": INV_HELP})
+def lab_up(c, inventory=None):
+    """Build the local lab: a namespace, sshd and checkout per inventory host (root, Linux)."""
+    from tcpskim import lab
+
+    inv = _lab_inventory(inventory)
+    try:
+        lab.up(inv)
+    except lab.LabError as exc:
+        raise Exit(f"error: {exc}", code=1)
+
+
+@task(help={"inventory": INV_HELP})
+def lab_down(c, inventory=None):
+    """Remove every namespace, link, process and file the lab made (also after a failed up)."""
+    from tcpskim import lab
+
+    inv = _lab_inventory(inventory)
+    try:
+        lab.down(inv)
+    except lab.LabError as exc:
+        raise Exit(f"error: {exc}", code=1)
+
+
+@task(help={"inventory": INV_HELP})
+def lab_status(c, inventory=None):
+    """Show each lab host: namespace, link, MAC, sshd, checkout commit."""
+    from tabulate import tabulate
+
+    from tcpskim import lab
+
+    inv = _lab_inventory(inventory)
+    try:
+        rows = lab.status(inv)
+    except lab.LabError as exc:
+        raise Exit(f"error: {exc}", code=1)
+    print(tabulate(rows, headers="keys"))
+
+
+# --- fleet tasks ----------------------------------------------------------------------------
+@task(help={"inventory": INV_HELP, "hosts": HOSTS_HELP,
+            "install-deps": "install host prerequisites (bcc, headers, pyroute2, iproute2, ethtool) with apt",
+            "accept-new-host-keys": "trust host keys not yet in known_hosts (never a changed key)"})
+def deploy(c, inventory=None, hosts=None, install_deps=False, accept_new_host_keys=False):
+    """Clone or git pull --ff-only the code on every host and check its runtime."""
+    from tcpskim.deploy import control_warnings, deploy as do_deploy
+
+    inv = _inventory(inventory)
+    targets = _select(inv, hosts)
+    for w in control_warnings(inv):
+        print(f"warning: {w}")
+    with _fleet(c, inv, accept_new_host_keys) as fleet:
+        results = do_deploy(fleet, targets, install=install_deps)
+    _finish("deploy", results, ["commit"])
+
+
+@task(help={"inventory": INV_HELP, "hosts": HOSTS_HELP,
+            "accept-new-host-keys": "trust host keys not yet in known_hosts (never a changed key)"})
+def doctor(c, inventory=None, hosts=None, accept_new_host_keys=False):
+    """Check every host: ssh, sudo, kernel, arch, bcc, headers, interface, XDP modes, commit, clock."""
+    from tcpskim.doctor import COLUMNS, doctor as do_doctor
+
+    inv = _inventory(inventory)
+    targets = _select(inv, hosts)
+    with _fleet(c, inv, accept_new_host_keys) as fleet:
+        results = do_doctor(fleet, targets)
+    _finish("doctor", results, COLUMNS)
+
+
+@task(help={"inventory": INV_HELP, "dry-run": "print the plan, change nothing"})
+def fix_network(c, inventory=None, dry_run=False):
+    """Pin permanent neighbour (ARP) entries between hosts; add control-machine routes where needed."""
+    from tcpskim import netfix
+
+    inv = _inventory(inventory)
+    with _fleet(c, inv) as fleet:
+        found = netfix.discover_macs(fleet, list(inv.hosts))
+        ok = summary("fix-network: data-plane MACs", found, ["ip", "mac"])
+        macs = {r.host: r.data["mac"] for r in found if not r.failed}
+        pinned = netfix.pin_neighbours(fleet, [h for h in inv.hosts if h.name in macs], macs, dry_run)
+        pinned += [r for r in found if r.failed]
+        ok &= summary("fix-network: neighbour pins" + (" (dry run)" if dry_run else ""), pinned, ["pinned"])
+    routes = netfix.control_routes(c, inv, dry_run)
+    if routes:
+        ok &= summary("fix-network: control-machine routes", routes)
+    if not ok:
+        raise Exit(code=1)
+
+
+@task(help={"inventory": INV_HELP, "hosts": HOSTS_HELP,
+            "timeout": "seconds between SIGTERM and SIGKILL (default 5)"})
+def stop(c, inventory=None, hosts=None, timeout=5.0):
+    """Stop tcpskim roles on every host and detach any XDP program from the data-plane interface."""
+    from tcpskim.stop import stop as do_stop
+
+    inv = _inventory(inventory)
+    targets = _select(inv, hosts)
+    with _fleet(c, inv) as fleet:
+        results = do_stop(fleet, targets, float(timeout))
+    _finish("stop", results)
+
+
+@task(help={"inventory": INV_HELP, "hosts": HOSTS_HELP})
+def accept_host_keys(c, inventory=None, hosts=None):
+    """Trust the host keys the hosts offer now (new or changed), printing each fingerprint."""
+    from tcpskim.hostkeys import accept
+
+    inv = _inventory(inventory)
+    targets = _select(inv, hosts)
+    _finish("accept-host-keys", accept(inv, targets), ["fingerprint"])
+
+
+ns = Collection(deploy, doctor, fix_network, stop, accept_host_keys)
+ns.add_collection(Collection("lab", up=lab_up, down=lab_down, status=lab_status))
+ns.configure({"run": {"echo": False}})
+
+if sys.platform == "win32":  # invoke's default shell on Windows is cmd.exe; our local commands expect it
+    ns.configure({"run": {"shell": "cmd.exe"}})

@@ -1,0 +1,57 @@
+"""``invoke doctor``: one row per host with everything that must hold before an experiment."""
+
+from __future__ import annotations
+
+from . import localgit
+from .clock import offset
+from .fleet import Fleet, HostError, HostResult, remote_path
+from .inventory import Host
+
+# bcc's LLVM backend and the XDP JIT need a 64-bit kernel; Raspberry Pi OS 32-bit reports armv7l.
+UNSUPPORTED_ARCH = {"armv7l": "32-bit ARM: bcc/XDP need Raspberry Pi OS 64-bit (aarch64)",
+                    "armv6l": "32-bit ARM: bcc/XDP need Raspberry Pi OS 64-bit (aarch64)",
+                    "i686": "32-bit x86 is not supported by bcc's XDP path"}
+
+COLUMNS = ["sudo", "kernel", "arch", "bcc", "headers", "iface", "xdp", "commit", "clock"]
+
+
+def check_host(fleet: Fleet, host: Host, control_head: str) -> HostResult:
+    d = {}
+    problems = []
+    fleet.connection(host)  # "reachable" = this succeeds; failure ends the row with the reason
+    r = fleet.run(host, "id -u", root=True, warn=True)
+    d["sudo"] = "yes" if r.exited == 0 and r.stdout.strip() == "0" else "NO"
+    if d["sudo"] == "NO":
+        problems.append("sudo does not work (invoke --prompt-for-sudo-password?)")
+    if fleet.run(host, f"test -d {remote_path(host.checkout)}/roles", warn=True).exited != 0:
+        raise HostError(f"no checkout at {host.checkout}: run invoke deploy")
+    c = fleet.hostctl(host, "check", "--interface", host.interface, timeout=180)
+    d["kernel"], d["arch"] = c["kernel"], c["arch"]
+    if c["arch"] in UNSUPPORTED_ARCH:
+        problems.append(UNSUPPORTED_ARCH[c["arch"]])
+    d["bcc"], d["headers"] = c.get("bcc"), c.get("headers")
+    if c.get("bcc") != "compiles+loads":
+        problems.append(f"bcc {c.get('bcc')}")
+    if c.get("pyroute2") != "ok":
+        problems.append(f"pyroute2 {c.get('pyroute2')}")
+    try:
+        f = fleet.hostctl(host, "facts", "--interface", host.interface)
+        d["iface"] = f"{host.interface} {f['mac']} {'up' if f['link_up'] else 'DOWN'}"
+        if not f["link_up"]:
+            problems.append(f"{host.interface} is down")
+        if host.mac and f["mac"].lower() != host.mac:
+            problems.append(f"MAC {f['mac']} != inventory {host.mac}")
+    except HostError as exc:
+        d["iface"] = "missing"
+        problems.append(str(exc))
+    d["xdp"] = ",".join(c.get("xdp_modes") or []) or "none"
+    commit = fleet.hostctl(host, "commit").get("commit") or "?"
+    d["commit"] = commit[:10] + ("" if commit == control_head else " (!= control)")
+    o = offset(fleet, host)
+    d["clock"] = f"{o['offset_s'] * 1e3:+.1f}±{o['uncertainty_s'] * 1e3:.1f} ms"
+    return HostResult(host.name, "failed" if problems else "ok", "; ".join(problems), d)
+
+
+def doctor(fleet: Fleet, hosts: list[Host]) -> list[HostResult]:
+    head = localgit.head()
+    return fleet.each(hosts, lambda h: check_host(fleet, h, head))

@@ -1,0 +1,35 @@
+"""``invoke stop``: stop tcpskim roles by pidfile and detach XDP, on every host, any time.
+
+A role killed with SIGKILL cannot detach its own XDP program, and a program attached through
+netlink outlives its process and silently swallows the port's traffic: this is the sweep
+that removes it. Safe to run any number of times, with nothing running, or before deploy.
+"""
+
+from __future__ import annotations
+
+from .fleet import Fleet, HostResult, remote_path
+from .inventory import Host
+
+
+def stop_host(fleet: Fleet, host: Host, timeout: float = 5.0) -> HostResult:
+    if fleet.run(host, f"test -d {remote_path(host.checkout)}/roles", warn=True).exited != 0:
+        # No checkout yet, so no roles; still sweep XDP with iproute2 in case something is left.
+        fleet.run(host, f"ip link set dev {host.interface} xdp off", root=True, warn=True)
+        return HostResult(host.name, "ok", "no checkout: nothing to stop")
+    r = fleet.hostctl(host, "stop", "--interface", host.interface, "--timeout", str(timeout),
+                      timeout=timeout + 60)
+    stopped = r.get("stopped", []) + r.get("killed", [])
+    parts = []
+    if r.get("stopped"):
+        parts.append(f"stopped {', '.join(map(str, r['stopped']))}")
+    if r.get("killed"):
+        parts.append(f"KILLED {', '.join(map(str, r['killed']))}")
+    if r.get("detached"):
+        parts.append(f"detached XDP from {host.interface}")
+    changed = bool(stopped or r.get("detached"))
+    return HostResult(host.name, "changed" if changed else "ok", "; ".join(parts) or "nothing running",
+                      {"detached": bool(r.get("detached"))})
+
+
+def stop(fleet: Fleet, hosts: list[Host], timeout: float = 5.0) -> list[HostResult]:
+    return fleet.each(hosts, lambda h: stop_host(fleet, h, timeout))
