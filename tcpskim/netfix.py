@@ -8,6 +8,7 @@ PERMANENT entries for all its peers; the result is read back. Runs are idempoten
 
 from __future__ import annotations
 
+import os
 import platform
 
 from .fleet import Fleet, HostError, HostResult
@@ -81,14 +82,19 @@ def control_routes(ctx, inv: Inventory, dry_run: bool) -> list[HostResult]:
     if not ctl.get("gateway"):
         return results + [HostResult(h.name, "failed", f"{h.ip} does not answer and control.gateway is not set")
                           for h in unreachable]
-    if system == "Windows":
-        table = routes.parse_route_print(ctx.run("route print", hide=True, warn=True).stdout)
-        iface = routes.find_interface(table, ctl.get("interface"), ctl["gateway"])
-        actions = routes.plan_windows_routes(table, unreachable, ctl["gateway"], iface)
-        outcome = routes.apply_windows_routes(ctx, actions, dry_run=dry_run)
-    else:
-        actions = routes.plan_posix_routes(unreachable, ctl["gateway"], ctl.get("interface"), system)
-        outcome = routes.apply_posix_routes(ctx, actions, dry_run=dry_run)
-    for h, r in zip(unreachable, outcome):
-        results.append(HostResult(h.name, r.status, r.detail))
+    try:
+        if system == "Windows":
+            table = routes.read_route_table(ctx)
+            iface = routes.find_interface(table, ctl.get("interface"), ctl["gateway"])
+            actions = routes.plan_windows_routes(table, unreachable, ctl["gateway"], iface)
+            outcome = routes.apply_windows_routes(ctx, actions, dry_run=dry_run)
+        else:
+            actions = routes.plan_posix_routes(unreachable, ctl["gateway"], ctl.get("interface"), system)
+            outcome = routes.apply_posix_routes(ctx, actions, dry_run=dry_run, sudo=os.geteuid() != 0)
+    except routes.RouteError as exc:
+        return results + [HostResult(h.name, "failed", str(exc)) for h in unreachable]
+    status = {"ok": "ok", "planned": "ok", "added": "changed", "changed": "changed"}
+    by_ip = {h.ip: h.name for h in unreachable}
+    for r in outcome:
+        results.append(HostResult(by_ip.get(r.action.ip, r.action.host), status.get(r.status, "failed"), r.message))
     return results
