@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from pathlib import Path
 
 from invoke import Collection, Exit, task
 
@@ -165,7 +166,95 @@ def accept_host_keys(c, inventory=None, hosts=None):
     _finish("accept-host-keys", accept(inv, targets), ["fingerprint"])
 
 
-ns = Collection(deploy, doctor, fix_network, stop, accept_host_keys)
+# --- experiments ----------------------------------------------------------------------------
+@task(help={"inventory": INV_HELP,
+            "rate": "records per second per sensor; a comma list sweeps (default: inventory)",
+            "size": "record payload bytes; a comma list sweeps (default: inventory)",
+            "duration": "seconds in each measurement window",
+            "warmup": "seconds of traffic before the window opens",
+            "modes": "comma list of xdp,tcp (default: both)",
+            "repeat": "repeats of every (mode, rate, size); modes alternate within each repeat",
+            "wakeup": "consumer wake-up, same in both modes: per-record or batch:<N>ms",
+            "sensors": "how many sensor hosts send (default 1)",
+            "idle": "include an idle-baseline trial per repeat (default on; --no-idle to skip)",
+            "tag": "a word appended to the run id",
+            "work-us": "simulated decision work per record on the hardworker, microseconds",
+            "progress": "show a progress bar (default on when the terminal is interactive)"})
+def run_experiment(c, inventory=None, rate=None, size=None, duration=None, warmup=None, modes=None, repeat=None,
+                   wakeup=None, sensors=1, idle=True, tag="", work_us=None, progress=True):
+    """Run trials (idle baseline, xdp, tcp) and measure the hardworker; results/<run-id>/."""
+    from tcpskim.experiment import RunFailed, Runner
+    from tcpskim.plan import params
+
+    inv = _inventory(inventory)
+    try:
+        p = params(inv.experiment, rate=rate, size=size, duration=duration, warmup=warmup, modes=modes,
+                   repeat=repeat, wakeup=wakeup, sensors=sensors, idle=idle, tag=tag,
+                   max_sensors=len(inv.sensors), work_us=work_us)
+    except inventory_mod.InventoryError as exc:
+        raise Exit(f"error: {exc}", code=2)
+    with _fleet(c, inv) as fleet:
+        try:
+            Runner(fleet, p, progress=progress and sys.stderr.isatty()).run()
+        except RunFailed:
+            raise Exit(code=1)
+
+
+def _run_dir(run):
+    from tcpskim import CHECKOUT
+    from tcpskim.results import RunFolder
+
+    base = CHECKOUT / "results"
+    try:
+        return RunFolder.latest(base).path if not run else (base / run if (base / run).exists() else Path(run))
+    except FileNotFoundError as exc:
+        raise Exit(f"error: {exc}: run invoke run-experiment first", code=2)
+
+
+def _render(run_dir):
+    from tcpskim.report import write_report
+
+    if not (run_dir / "run.json").exists():
+        raise Exit(f"error: {run_dir} is not a run folder (no run.json)", code=2)
+    text, files = write_report(run_dir)
+    print(text)
+    print(f"\nwrote {', '.join(str(f.relative_to(run_dir)) for f in files)} in {run_dir}")
+
+
+@task(help={"inventory": INV_HELP, "run": "run id or folder (default: the latest run)"})
+def collect(c, run=None, inventory=None):
+    """Fetch a run's files from every host, then print its tables and write report.md and plots."""
+    from tcpskim.collect import collect as do_collect
+
+    inv = _inventory(inventory)
+    run_dir = _run_dir(run)
+    with _fleet(c, inv) as fleet:
+        ok = summary(f"collect {run_dir.name}", do_collect(fleet, run_dir), ["files"])
+    _render(run_dir)
+    if not ok:
+        raise Exit(code=1)
+
+
+@task(help={"run": "run id or folder (default: the latest run)"})
+def report(c, run=None):
+    """Re-render a run's tables, report.md and plots from local files alone."""
+    _render(_run_dir(run))
+
+
+@task(help={"inventory": INV_HELP, "duration": "seconds per measurement window (default 5)",
+            "repeat": "repeats (default 1)"})
+def demo(c, inventory=None, duration=5, repeat=1):
+    """The main job on the lab, end to end: lab.up, deploy, fix-network, run-experiment --rate 50, collect."""
+    inv = _lab_inventory(inventory)
+    path = str(inv.path)
+    lab_up(c, inventory=path)
+    deploy(c, inventory=path)
+    fix_network(c, inventory=path)
+    run_experiment(c, inventory=path, rate="50", duration=duration, repeat=repeat)
+    collect(c, inventory=path)
+
+
+ns = Collection(deploy, doctor, fix_network, stop, accept_host_keys, run_experiment, collect, report, demo)
 ns.add_collection(Collection("lab", up=lab_up, down=lab_down, status=lab_status))
 ns.configure({"run": {"echo": False}})
 

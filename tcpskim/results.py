@@ -1,0 +1,129 @@
+"""One folder per run, and the summary row of a trial.
+
+``results/<run-id>/`` holds ``run.json`` (parameters, inventory, commit/kernel/bcc/clock
+offset per host, start/end, status), one folder per trial and host with the raw files the
+roles wrote, and ``summary.json`` + ``summary.csv`` with one row per trial (schema in the
+README). A figure can always be traced back to what made it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+COLUMNS = ["run_id", "trial", "mode", "rate_hz", "size_bytes", "duration_s", "repeat", "sent", "delivered",
+           "logged", "lost", "duplicates", "corrupt", "hw_busy_cpu_s", "hw_idle_baseline_cpu_s",
+           "hw_cpu_us_per_record", "hw_process_cpu_us_per_record", "bpf_ns_per_packet", "ctx_switches",
+           "peak_rss_bytes", "latency_p50_us", "latency_p99_us", "achieved_rate_hz", "status", "wakeup"]
+
+
+def _json(path: Path, obj):
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    tmp.replace(path)
+
+
+class RunFolder:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.run_id = self.path.name
+        self.meta: dict = {}
+
+    @classmethod
+    def new(cls, base: Path, tag: str = "") -> "RunFolder":
+        run_id = time.strftime("%Y%m%d-%H%M%S") + (f"-{tag}" if tag else "")
+        path = base / run_id
+        n = 1
+        while path.exists():  # two runs in one second
+            n += 1
+            path = base / f"{run_id}.{n}"
+        path.mkdir(parents=True)
+        return cls(path)
+
+    @classmethod
+    def latest(cls, base: Path) -> "RunFolder":
+        runs = sorted(p for p in base.glob("*/run.json"))
+        if not runs:
+            raise FileNotFoundError(f"no runs in {base}")
+        return cls(max(runs, key=lambda p: p.stat().st_mtime).parent)
+
+    def trial_dir(self, trial: str, host: str) -> Path:
+        d = self.path / trial / host
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def start(self, *, params: dict, inventory, lab: bool, control_commit: str):
+        inv = {"path": str(inventory.path), "name": inventory.name, "tos": inventory.tos, "port": inventory.port,
+               "experiment": inventory.experiment, "hosts": [asdict(h) for h in inventory.hosts]}
+        self.meta = {"run_id": self.run_id, "status": "running", "started": time.time(), "ended": None,
+                     "params": params, "inventory": inv, "lab": lab, "control_commit": control_commit,
+                     "hosts": {}, "failure": None}
+        _json(self.path / "run.json", self.meta)
+
+    def set_hosts(self, hosts: dict):
+        self.meta["hosts"] = hosts
+        _json(self.path / "run.json", self.meta)
+
+    def finish(self, status: str, failure: str | None = None):
+        self.meta.update(status=status, ended=time.time(), failure=failure)
+        _json(self.path / "run.json", self.meta)
+
+    def write_summary(self, rows: list[dict]):
+        clean = [{k: r.get(k) for k in COLUMNS} for r in rows]
+        _json(self.path / "summary.json", {"run_id": self.run_id, "columns": COLUMNS, "rows": clean})
+        with open(self.path / "summary.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            w.writeheader()
+            w.writerows(clean)
+
+
+def _one(summaries: dict, role: str) -> dict:
+    for (h, r, i), s in summaries.items():
+        if r == role:
+            return s
+    return {}
+
+
+def trial_row(run_id: str, trial, p, summaries: dict, idle_rate: dict) -> dict:
+    """The summary row of one trial from its role summaries.
+
+    hw_cpu_us_per_record = (busy CPU of the hardworker's CPU set in the window − the idle
+    baseline's busy CPU for the same time) / records delivered in the window. The baseline
+    comes from the idle trial of the same repeat (the closest in time)."""
+    hw = _one(summaries, "hardworker")
+    lg = _one(summaries, "logger")
+    sensors = [s for (h, r, i), s in summaries.items() if r == "sensor"]
+    win = hw.get("window") or {}
+    busy = win.get("cpu_busy_s")
+    elapsed = win.get("elapsed_s")
+    n_win = win.get("delivered_in_window") or 0
+    row = {"run_id": run_id, "trial": trial.id, "mode": trial.mode, "rate_hz": trial.rate_hz,
+           "size_bytes": trial.size_bytes, "duration_s": elapsed, "repeat": trial.repeat,
+           "hw_busy_cpu_s": busy, "wakeup": p.wakeup,
+           "ctx_switches": (win.get("ctx_voluntary") or 0) + (win.get("ctx_involuntary") or 0),
+           "peak_rss_bytes": hw.get("peak_rss_bytes"), "status": "ok"}
+    if trial.mode == "idle":
+        row["_idle_rate"] = busy / elapsed if busy is not None and elapsed else None
+        row.update(sent=0, delivered=0, logged=0, lost=0, duplicates=0, corrupt=0)
+        return row
+    rate0 = idle_rate.get(trial.repeat, next(iter(idle_rate.values()), None) if idle_rate else None)
+    baseline = rate0 * elapsed if rate0 is not None and elapsed else None
+    row.update(
+        sent=sum(s.get("sent", 0) for s in sensors),
+        delivered=hw.get("delivered"), logged=lg.get("stored"),
+        lost=hw.get("lost"), duplicates=hw.get("duplicates"), corrupt=hw.get("corrupt"),
+        hw_idle_baseline_cpu_s=baseline,
+        hw_cpu_us_per_record=((busy - (baseline or 0.0)) / n_win * 1e6) if busy is not None and n_win else None,
+        hw_process_cpu_us_per_record=win.get("process_cpu_us_per_record"),
+        bpf_ns_per_packet=(win["bpf_run_time_ns"] / win["bpf_run_cnt"]) if win.get("bpf_run_cnt") else None,
+        latency_p50_us=(hw.get("latency_us") or {}).get("p50"),
+        latency_p99_us=(hw.get("latency_us") or {}).get("p99"),
+        achieved_rate_hz=(sum(s.get("achieved_rate_hz") or 0 for s in sensors) or None),
+    )
+    if row["lost"] or row["duplicates"] or row["corrupt"] or row["delivered"] != row["sent"] \
+            or row["logged"] != row["sent"]:
+        row["status"] = "incomplete"
+    return row
