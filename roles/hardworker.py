@@ -1,0 +1,410 @@
+"""Hardworker role: ``python3 -m roles.hardworker --config F``.
+
+Receives the sensors' record streams and runs the decision step on each record, in one of
+three modes:
+
+* xdp: HardworkerSkim copies each matching TCP segment into a ring buffer and forwards it to
+  the logger; the consumer drains the ring, reassembles each (sensor addr, port) stream by TCP
+  sequence number, cuts records and decides.
+* tcp: an ordinary non-blocking TCP server (one connection per sensor) feeding the same
+  record cutting and decision step.
+* idle: no traffic path; only the measurement runs (the idle baseline).
+
+Both traffic modes offer the same delivery policy: ``per-record`` (wake on every arrival)
+or ``batch`` (sleep interval_ms, then drain everything that queued up in between).
+
+Measurement (see DESIGN.md): after go.json a sampler thread snapshots, at the window edges [start_at + warmup_s, + duration_s], the CPU set's busy time
+(elapsed - (idle + iowait) per CPU), the process CPU, context switches, BPF prog stats and the
+delivered count, and writes hardworker-<i>.samples.csv every 100 ms.
+"""
+
+import csv
+import logging
+import os
+import resource
+import selectors
+import socket
+import sys
+import threading
+import time
+import zlib
+
+from roles import runtime
+from roles.record import Record, RecordStream, DeliveryCounter
+
+log = logging.getLogger("tcpskim.hardworker")
+
+SAMPLE_S = 0.1
+END_GRACE_S = 2.0  # after the sensors' planned end, stop waiting for streams that never came
+USER_HZ = os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------- measurement
+
+def cpu_idle_s(cpus) -> float:
+    """Sum of idle + iowait seconds of ``cpus`` from /proc/stat.
+
+    Only the idle columns are used: with NO_HZ the kernel reports them from precise idle-time
+    accounting, while the busy columns come from tick sampling that misses short bursts
+    (DESIGN.md measured ~1/10 of the real busy time). Busy = elapsed - idle."""
+    want = {f"cpu{c}" for c in cpus}
+    idle = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            parts = line.split()
+            if parts and parts[0] in want:
+                idle += int(parts[4]) + int(parts[5])
+    return idle / USER_HZ
+
+
+class Measure(threading.Thread):
+    """Sampler thread: window-edge snapshots and the samples CSV.
+
+    It samples from go until ``finish()``. Its own CPU (time.thread_time) inside the window
+    is reported as sampler_cpu_s so it can be subtracted from the process CPU."""
+
+    def __init__(self, cpus, win_start, win_end, delivered, prog_stats, csv_path):
+        super().__init__(name="sampler", daemon=True)
+        self.cpus, self.win = list(cpus), (win_start, win_end)
+        self.delivered, self.prog_stats = delivered, prog_stats
+        self.csv_path = csv_path
+        self.edges = []  # [start snapshot, end snapshot]
+        self._done = threading.Event()
+        self.sampler_cpu_s = 0.0
+        self.samples = 0
+
+    def snapshot(self):
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        snap = {"wall": time.time(), "mono": time.monotonic(), "idle_s": cpu_idle_s(self.cpus),
+                "process_cpu_s": time.process_time(), "nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw,
+                "delivered": self.delivered(), "thread_cpu_s": time.thread_time()}
+        if self.prog_stats is not None:
+            try:
+                snap.update(self.prog_stats())
+            except Exception as exc:  # noqa: BLE001 - never kill the sampler
+                log.warning("prog_stats: %s", exc)
+        return snap
+
+    def run(self):
+        t0 = self.snapshot()
+        next_sample = time.time()
+        with open(self.csv_path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["time", "cpu_busy_s", "process_cpu_s", "delivered"])
+            while True:
+                edge = self.win[len(self.edges)] if len(self.edges) < 2 else None
+                nxt = min(next_sample, edge) if edge is not None else next_sample
+                if self._done.wait(max(0.0, nxt - time.time())):
+                    break
+                now = time.time()
+                if edge is not None and now >= edge:
+                    self.edges.append(self.snapshot())
+                if now >= next_sample:
+                    s = self.snapshot()
+                    busy = len(self.cpus) * (s["mono"] - t0["mono"]) - (s["idle_s"] - t0["idle_s"])
+                    w.writerow([f"{s['wall']:.3f}", f"{busy:.6f}",
+                                f"{s['process_cpu_s'] - t0['process_cpu_s']:.6f}", s["delivered"]])
+                    f.flush()
+                    self.samples += 1
+                    next_sample += SAMPLE_S
+                    if next_sample < now:  # fell behind (suspended?): no catch-up burst
+                        next_sample = now + SAMPLE_S
+
+    def finish(self) -> dict:
+        """Stop the thread; the window figures (``complete`` False if it never closed)."""
+        self._done.set()
+        self.join(5)
+        out = {"start": self.win[0], "end": self.win[1], "complete": len(self.edges) == 2,
+               "samples": self.samples}
+        if not self.edges:
+            return out
+        a = self.edges[0]
+        b = self.edges[1] if len(self.edges) == 2 else self.snapshot()
+        elapsed = b["mono"] - a["mono"]
+        out.update(elapsed_s=elapsed, cpus=self.cpus,
+                   cpu_busy_s=len(self.cpus) * elapsed - (b["idle_s"] - a["idle_s"]),
+                   process_cpu_s=b["process_cpu_s"] - a["process_cpu_s"],
+                   ctx_voluntary=b["nvcsw"] - a["nvcsw"], ctx_involuntary=b["nivcsw"] - a["nivcsw"],
+                   delivered_in_window=b["delivered"] - a["delivered"],
+                   sampler_cpu_s=(b["thread_cpu_s"] - a["thread_cpu_s"]) if len(self.edges) == 2 else None)
+        if "run_time_ns" in a and "run_time_ns" in b:
+            out.update(bpf_run_time_ns=b["run_time_ns"] - a["run_time_ns"],
+                       bpf_run_cnt=b["run_cnt"] - a["run_cnt"])
+        n = out["delivered_in_window"]
+        if n:
+            out["process_cpu_us_per_record"] = out["process_cpu_s"] / n * 1e6
+            out["cpu_busy_us_per_record"] = out["cpu_busy_s"] / n * 1e6
+        return out
+
+
+# ---------------------------------------------------------------------------- decision path
+
+class Stream:
+    """One sensor stream: its record cutter and what arrived on it."""
+
+    def __init__(self, key):
+        self.key = key
+        self.records = RecordStream()
+        self.sensor_ids = set()
+        self.finished = False
+
+    def info(self):
+        return {"key": f"{self.key[0]}:{self.key[1]}", "bytes": self.records.bytes_in,
+                "records": self.records.records, "bad": self.records.bad,
+                "sensor_ids": sorted(self.sensor_ids), "finished": self.finished}
+
+
+class Decider:
+    """Records -> decision step -> DeliveryCounter; per-record latency inside the window."""
+
+    def __init__(self, work_us, win_start, win_end):
+        self.counter = DeliveryCounter()
+        self.work_ns = int(work_us * 1000)
+        self.win_ns = (int(win_start * 1e9), int(win_end * 1e9))
+        self.latency = runtime.Reservoir()
+        self.bad_samples = []  # the first few bad items, for the summary
+        self.digest = 0
+
+    def feed(self, stream: Stream, data, recv_ns: int, eof=False) -> None:
+        items = stream.records.feed(data) if data else []
+        if eof:
+            items += stream.records.close()
+        for item in items:
+            if type(item) is not Record:
+                self.counter.add(item)
+                if len(self.bad_samples) < 20:
+                    self.bad_samples.append({"stream": stream.info()["key"], "reason": item.reason,
+                                             "sensor_id": item.sensor_id, "seq": item.seq})
+                continue
+            stream.sensor_ids.add(item.sensor_id)
+            if self.counter.record(item.sensor_id, item.seq) == "dup":
+                continue
+            self.decide(item.payload)
+            if self.win_ns[0] <= recv_ns < self.win_ns[1]:
+                self.latency.add(recv_ns - item.send_ns)
+
+    def decide(self, payload) -> None:
+        """The simulated decision: hash the payload until work_us has passed (0: decode only)."""
+        if self.work_ns:
+            end = time.perf_counter_ns() + self.work_ns
+            h = self.digest
+            while time.perf_counter_ns() < end:
+                h = zlib.crc32(payload, h)
+            self.digest = h
+
+
+# ---------------------------------------------------------------------------- traffic modes
+
+class Ticker:
+    """Deadline-based batch ticks (no drift, no catch-up burst when late)."""
+
+    def __init__(self, interval_s):
+        self.interval, self.next = interval_s, time.monotonic() + interval_s
+
+    def sleep(self, stop) -> None:
+        left = self.next - time.monotonic()
+        if left > 0:
+            stop.wait(left)
+        self.next += self.interval
+        if self.next < time.monotonic():
+            self.next = time.monotonic() + self.interval
+
+
+def run_tcp(role, decider, streams, done):
+    cfg, stop = role.cfg, role.stop
+    me = cfg["hosts"]["hardworker"]
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind((me["ip"], cfg["port"]))
+    lsock.listen(64)
+    lsock.setblocking(False)
+    sel = selectors.DefaultSelector()  # epoll
+    sel.register(lsock, selectors.EVENT_READ, None)
+    conns = {}
+
+    def accept_all():
+        while True:
+            try:
+                sock, peer = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            sock.setblocking(False)
+            st = streams[peer] = Stream(peer)
+            conns[sock] = st
+            sel.register(sock, selectors.EVENT_READ, st)
+            log.info("accepted %s:%d", *peer)
+
+    def read(sock, st, drain):
+        while True:
+            try:
+                data = sock.recv(1 << 16)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("%s: %s", st.info()["key"], exc)
+                data = b""
+            decider.feed(st, data, time.time_ns(), eof=not data)
+            if not data:
+                sel.unregister(sock)
+                sock.close()
+                del conns[sock]
+                st.finished = True
+                log.info("%s closed: %s", st.info()["key"], st.info())
+                return
+            if not drain:
+                return
+
+    try:
+        role.ready(listen=f"{me['ip']}:{cfg['port']}")
+        role.wait_go_and_measure()
+        wk = cfg["wakeup"]
+        if wk["policy"] == "per-record":
+            # One recv per readable event: a wake-up for every arrival (default SO_RCVLOWAT).
+            while not stop.is_set() and not done():
+                for key, _ in sel.select(timeout=0.1):
+                    if key.data is None:
+                        accept_all()
+                    else:
+                        read(key.fileobj, key.data, drain=False)
+        else:
+            # Sleep between drains so the kernel queues records in between, like the XDP batch.
+            tick = Ticker(wk["interval_ms"] / 1000)
+            while not stop.is_set() and not done():
+                tick.sleep(stop)
+                accept_all()
+                for sock, st in list(conns.items()):
+                    read(sock, st, drain=True)
+    finally:
+        for sock in conns:
+            sock.close()
+        lsock.close()
+        sel.close()
+
+
+def run_xdp(role, decider, streams, done):
+    from roles.reassembly import Reassembler
+    from roles.skim import HardworkerSkim
+    from roles.xdp import bpf_stats_enabled
+
+    cfg, stop = role.cfg, role.stop
+    hosts, wk = cfg["hosts"], cfg["wakeup"]
+    t0 = time.process_time()
+    skim = HardworkerSkim(interface=cfg["interface"], hw_ip=hosts["hardworker"]["ip"],
+                          hw_mac=hosts["hardworker"]["mac"], logger_ip=hosts["logger"]["ip"],
+                          logger_mac=hosts["logger"]["mac"], tos=cfg["tos"], port=cfg["port"],
+                          capture_bytes=cfg["capture_bytes"], ringbuf_bytes=cfg["ringbuf_bytes"],
+                          wakeup="batch" if wk["policy"] == "batch" else "per-record",
+                          xdp_mode=cfg["xdp_mode"])
+    role.summary["setup_cpu_s"] = time.process_time() - t0  # compiling: outside the window
+    reasm = Reassembler()
+    delay_s = cfg["consumer_delay_us"] / 1e6
+    try:
+        skim.attach()
+        log.info("HardworkerSkim attached on %s (%s)", cfg["interface"], cfg["xdp_mode"])
+        role.measure_prog_stats = skim.prog_stats
+        role.ready()
+        with bpf_stats_enabled():
+            role.wait_go_and_measure()
+            tick = Ticker(wk["interval_ms"] / 1000) if wk["policy"] == "batch" else None
+            while not stop.is_set() and not done():
+                if tick is not None:
+                    tick.sleep(stop)
+                elif not skim.wait(100):
+                    continue
+                batch = skim.drain()
+                if not batch:
+                    continue
+                now = time.time_ns()
+                for key, seq, flags, payload in batch:
+                    st = streams.get(key)
+                    if st is None:
+                        st = streams[key] = Stream(key)
+                        log.info("new stream %s:%d", *key)
+                    data = reasm.feed(key, seq, flags, payload)
+                    # Ended = everything up to the FIN delivered (or RST); a hole filled
+                    # after the FIN arrived ends it too, so check after every segment.
+                    ended = not st.finished and reasm.streams[key].ended
+                    if data or ended:
+                        decider.feed(st, data, now, eof=ended)
+                    if ended:
+                        st.finished = True
+                        log.info("stream %s:%d ended: %s", *key, st.info())
+                if delay_s:
+                    time.sleep(delay_s)
+    finally:
+        try:
+            role.summary["skim_counters"] = skim.counters()
+            role.summary["reassembly"] = reasm.stats()
+        except Exception as exc:  # noqa: BLE001 - detaching matters more
+            log.warning("skim counters: %s", exc)
+        skim.close()
+        log.info("HardworkerSkim detached")
+
+
+def run_idle(role, decider, streams, done):
+    role.ready()
+    role.wait_go_and_measure()
+    while not role.stop.is_set() and not done():
+        role.stop.wait(0.1)
+
+
+# ---------------------------------------------------------------------------- role
+
+def run(role: runtime.Role) -> int:
+    cfg = role.cfg
+    streams: dict = {}
+    measure = None
+    expected = cfg["expected_streams"] or max(1, len(cfg["hosts"].get("sensor", [])))
+    state = {"start_at": None}
+    role.measure_prog_stats = None
+
+    def wait_go_and_measure():
+        nonlocal measure
+        start_at = role.wait_go()
+        ws = start_at + cfg["warmup_s"]
+        we = ws + cfg["duration_s"]
+        state["start_at"] = start_at
+        decider.win_ns = (int(ws * 1e9), int(we * 1e9))
+        role.summary.update(start_at=start_at, planned_end=we + cfg["tail_s"])
+        csv_path = os.path.join(cfg["out_dir"], f"hardworker-{cfg['instance']}.samples.csv")
+        measure = Measure(os.sched_getaffinity(0), ws, we, lambda: decider.counter.delivered,
+                          role.measure_prog_stats, csv_path)
+        measure.start()
+
+    def done() -> bool:
+        if state["start_at"] is None:
+            return False
+        end = role.summary["planned_end"]
+        if cfg["mode"] == "idle":
+            return time.time() >= end
+        fin = sum(st.finished for st in streams.values())
+        if fin >= expected:
+            return True
+        # Streams that never arrived (a sensor failed): stop once the others are done.
+        return bool(streams) and fin == len(streams) and time.time() > end + END_GRACE_S
+
+    role.wait_go_and_measure = wait_go_and_measure
+    decider = Decider(cfg["work_us"], 0, 0)
+    body = {"tcp": run_tcp, "xdp": run_xdp, "idle": run_idle}[cfg["mode"]]
+    try:
+        body(role, decider, streams, done)
+    finally:
+        s = role.summary
+        s["window"] = measure.finish() if measure is not None else None
+        s.update(decider.counter.summary())
+        s["streams"] = [st.info() for st in streams.values()]
+        s["expected_streams"] = expected
+        s["bad_samples"] = decider.bad_samples
+        p50, p99 = decider.latency.percentiles(50, 99)
+        s["latency_us"] = {"p50": p50 and p50 / 1e3, "p99": p99 and p99 / 1e3, "n": decider.latency.n}
+        s["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        s["process_cpu_s_total"] = time.process_time()
+    return 0
+
+
+def main(argv=None):
+    return runtime.run_role("hardworker", run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

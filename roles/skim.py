@@ -1,0 +1,142 @@
+"""The XDP middleware as the roles use it: HardworkerSkim (capture + forward) and SensorSkim.
+
+HardworkerSkim compiles ``bpf/hardworker.c`` with the run's constants, attaches it, and reads
+its ring buffer with the callback-free ``RingReader``; ``drain()`` returns parsed records
+``(key, seq, flags, payload)`` with ``key = (saddr_str, sport)``, ready for
+``roles.reassembly.Reassembler``. SensorSkim compiles and attaches ``bpf/sensor.c``.
+Construction is slow (bcc compiles: seconds of CPU); do it before reporting ready.
+"""
+
+import ctypes
+import socket
+import struct
+
+from roles import xdp
+from roles.ringbuf import RingReader
+
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+
+HW_COUNTERS = ("matched", "captured", "dropped_full", "dropped_oversize", "passed",
+               "malformed", "fragments", "forwarded")  # enum skim_counter in hardworker.c
+SENSOR_COUNTERS = ("rewritten", "passed", "malformed")  # enum skim_counter in sensor.c
+WAKEUPS = {"per-record": 0, "batch": 1}  # 1 = BPF_RB_NO_WAKEUP
+_REC = struct.Struct("=4sHBxII")  # struct skim_rec header: saddr, sport, flags, pad, seq, len
+_REC_SZ = _REC.size
+
+
+def _sum_counters(bpf, names):
+    table = bpf["counters"]
+    return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(names)}
+
+
+class _Attached:
+    """attach/detach/close shared by both roles."""
+
+    _fn = None
+
+    def attach(self):
+        """Attach (detaching a stale program first). Returns {"mode", "stale"}."""
+        info = xdp.attach(self.bpf, self._fn, self.interface, self.xdp_mode)
+        self.attached_mode = info["mode"]
+        return info
+
+    def detach(self):
+        """Idempotent; never raises when nothing is attached."""
+        mode = getattr(self, "attached_mode", None) or self.xdp_mode
+        xdp.detach(self.interface, mode)
+        self.attached_mode = None
+
+    def prog_stats(self):
+        """{"run_time_ns", "run_cnt"} (non-zero only while kernel.bpf_stats_enabled=1)."""
+        return xdp.bpf_stats(self.bpf, self._fn)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class HardworkerSkim(_Attached):
+    _fn = "xdp_hardworker"
+
+    def __init__(self, *, interface, hw_ip, hw_mac, logger_ip, logger_mac, tos, port,
+                 capture_bytes=1448, ringbuf_bytes=1 << 20, wakeup="per-record",
+                 xdp_mode="generic"):
+        if wakeup not in WAKEUPS:
+            raise ValueError(f"wakeup: must be one of {sorted(WAKEUPS)}, got {wakeup!r}")
+        if xdp_mode not in xdp.MODES:
+            raise ValueError(f"xdp_mode: must be one of {xdp.MODES}, got {xdp_mode!r}")
+        xdp._check_ifname(interface)
+        flags = xdp.compile_flags(
+            SKIM_TOS=tos, SKIM_PORT=port, HW_IP=hw_ip, LOGGER_IP=logger_ip, HW_MAC=hw_mac,
+            LOGGER_MAC=logger_mac, SKIM_CAPTURE=capture_bytes, SKIM_RINGBUF_BYTES=ringbuf_bytes,
+            SKIM_WAKEUP=WAKEUPS[wakeup])
+        self.interface, self.xdp_mode, self.wakeup = interface, xdp_mode, wakeup
+        self.capture_bytes = capture_bytes
+        self.attached_mode = None
+        self.bpf = xdp.load("hardworker.c", flags)
+        events = self.bpf["events"]
+        self.reader = RingReader(events.map_fd, int(events.max_entries))
+
+    def wait(self, timeout_ms):
+        """True if data may be ready (always returns after timeout_ms; batch mode never wakes)."""
+        return self.reader.wait(timeout_ms)
+
+    def drain(self, max_records=None):
+        """[(key, seq, flags, payload_bytes), ...] in ring order; key = (saddr_str, sport)."""
+        out = []
+        append = out.append
+        unpack = _REC.unpack_from
+        ntoa = socket.inet_ntoa
+        addrs = {}
+        for rec in self.reader.drain(max_records):
+            saddr, sport, flags, seq, ln = unpack(rec)
+            a = addrs.get(saddr)
+            if a is None:
+                a = addrs[saddr] = ntoa(saddr)
+            append(((a, sport), seq, flags, rec[_REC_SZ:_REC_SZ + ln]))
+        return out
+
+    def counters(self):
+        return _sum_counters(self.bpf, HW_COUNTERS)
+
+    def close(self):
+        """Detach and free (idempotent)."""
+        try:
+            self.detach()
+        finally:
+            if getattr(self, "reader", None) is not None:
+                self.reader.close()
+                self.reader = None
+            if getattr(self, "bpf", None) is not None:
+                self.bpf.cleanup()
+                self.bpf = None
+
+
+class SensorSkim(_Attached):
+    _fn = "xdp_sensor"
+
+    def __init__(self, *, interface, sensor_ip, hw_ip, hw_mac, logger_ip, tos, port,
+                 xdp_mode="generic"):
+        if xdp_mode not in xdp.MODES:
+            raise ValueError(f"xdp_mode: must be one of {xdp.MODES}, got {xdp_mode!r}")
+        xdp._check_ifname(interface)
+        # the logger's replies carry no marker; tos is validated for symmetry only
+        xdp.compile_flags(SKIM_TOS=tos)
+        flags = xdp.compile_flags(SKIM_PORT=port, SENSOR_IP=sensor_ip, HW_IP=hw_ip,
+                                  LOGGER_IP=logger_ip, HW_MAC=hw_mac)
+        self.interface, self.xdp_mode = interface, xdp_mode
+        self.attached_mode = None
+        self.bpf = xdp.load("sensor.c", flags)
+
+    def counters(self):
+        return _sum_counters(self.bpf, SENSOR_COUNTERS)
+
+    def close(self):
+        try:
+            self.detach()
+        finally:
+            if getattr(self, "bpf", None) is not None:
+                self.bpf.cleanup()
+                self.bpf = None

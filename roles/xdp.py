@@ -1,0 +1,265 @@
+"""XDP plumbing for the roles: validated compile flags, bcc load, attach/detach, BPF stats.
+
+bcc and pyroute2 are imported lazily, so that ``detach_any`` (used by ``hostctl stop``) and the
+flag validation work on a host where bcc is missing.
+
+XDP attached through netlink outlives the process that attached it, so ``attach`` first removes
+a stale program (a previous role that crashed) and says so, and ``detach``/``detach_any`` never
+raise when nothing is attached.
+"""
+
+import contextlib
+import ipaddress
+import logging
+import mmap
+import os
+import re
+import subprocess
+
+log = logging.getLogger(__name__)
+
+BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
+PAGE_SIZE = mmap.PAGESIZE
+
+XDP_FLAGS_SKB_MODE = 1 << 1  # same values as bcc's BPF.XDP_FLAGS_*; usable without bcc
+XDP_FLAGS_DRV_MODE = 1 << 2
+MODES = ("generic", "native", "auto")
+_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+
+# key -> kind; the kind decides validation and rendering of the -D value.
+_KINDS = {
+    "SKIM_TOS": "tos", "SKIM_PORT": "port",
+    "HW_IP": "ip", "LOGGER_IP": "ip", "SENSOR_IP": "ip",
+    "HW_MAC": "mac", "LOGGER_MAC": "mac",
+    "SKIM_CAPTURE": "capture", "SKIM_RINGBUF_BYTES": "ringbuf", "SKIM_WAKEUP": "wakeup",
+}
+
+
+def _render(key, kind, value):
+    bad = ValueError(f"{key}: invalid value {value!r}")
+    if kind == "ip":
+        try:
+            addr = ipaddress.IPv4Address(str(value))
+        except ValueError:
+            raise bad from None
+        return [f"-D{key}=0x{int(addr):08x}U"]
+    if kind == "mac":
+        if not isinstance(value, str) or not _MAC_RE.match(value):
+            raise bad
+        return [f"-D{key}=" + ",".join(f"0x{o}" for o in value.lower().split(":"))]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad
+    if kind == "tos" and not (0 <= value <= 255 and value & 3 == 0):
+        raise ValueError(f"{key}: TOS must be 0..255 with the two ECN bits zero, got {value!r}")
+    if kind == "port" and not 1 <= value <= 65535:
+        raise bad
+    if kind == "capture" and not 1 <= value <= 9000:
+        raise bad
+    if kind == "wakeup" and value not in (0, 1, 2):  # 0, BPF_RB_NO_WAKEUP, BPF_RB_FORCE_WAKEUP
+        raise bad
+    if kind == "ringbuf":
+        if value < PAGE_SIZE or value & (value - 1) or value > (1 << 30):
+            raise ValueError(f"{key}: ring buffer size must be a power of two >= page size "
+                             f"({PAGE_SIZE}) and <= 1 GiB, got {value!r}")
+        return [f"-D{key}={value}", f"-DSKIM_RINGBUF_PAGES={value // PAGE_SIZE}"]
+    return [f"-D{key}={value}"]
+
+
+def compile_flags(**constants):
+    """Validate every constant and return the list of ``-D`` flags (sorted by key).
+
+    Unknown keys and bad values raise ValueError naming the key.
+    """
+    flags = [f"-I{BPF_DIR}"]
+    for key in sorted(constants):
+        kind = _KINDS.get(key)
+        if kind is None:
+            raise ValueError(f"{key}: unknown constant")
+        flags += _render(key, kind, constants[key])
+    return flags
+
+
+def load(program_path, flags):
+    """Compile ``program_path`` with bcc and return the ``bcc.BPF`` object (takes seconds)."""
+    from bcc import BPF
+
+    path = program_path if os.path.isabs(program_path) else os.path.join(BPF_DIR, program_path)
+    return BPF(src_file=path.encode(), cflags=list(flags))
+
+
+def _check_ifname(ifname):
+    if not isinstance(ifname, str) or not _IFNAME_RE.match(ifname):
+        raise ValueError(f"interface: invalid name {ifname!r}")
+
+
+def attached_prog(ifname):
+    """Info about the XDP program(s) on ``ifname`` or None: {"mode", "prog_id", "skb_prog_id", "drv_prog_id"}."""
+    _check_ifname(ifname)
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=ifname)
+        if not idx:
+            raise ValueError(f"interface: {ifname!r} does not exist")
+        link = ipr.get_links(idx[0])[0]
+    xdp = link.get_attr("IFLA_XDP")
+    if xdp is None:
+        return None
+    mode = xdp.get_attr("IFLA_XDP_ATTACHED")
+    if not mode:
+        return None
+    names = {1: "native", 2: "generic", 3: "offload", 4: "multi"}
+    info = {"mode": names.get(mode, str(mode))}
+    for attr, key in (("IFLA_XDP_PROG_ID", "prog_id"), ("IFLA_XDP_SKB_PROG_ID", "skb_prog_id"),
+                      ("IFLA_XDP_DRV_PROG_ID", "drv_prog_id")):
+        v = xdp.get_attr(attr)
+        if v:
+            info[key] = v
+    return info
+
+
+def detach_any(ifname):
+    """Remove whatever XDP program is on ``ifname`` (generic, native, offload). Returns what was there."""
+    info = attached_prog(ifname)
+    if info is None:
+        return None
+    for kw in ("xdpgeneric", "xdpdrv", "xdpoffload"):
+        # argument list, never a shell: ifname was validated anyway
+        subprocess.run(["ip", "link", "set", "dev", ifname, kw, "off"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    left = attached_prog(ifname)
+    if left is not None:
+        raise RuntimeError(f"could not detach XDP from {ifname}: {left}")
+    return info
+
+
+def _mode_flags(mode):
+    if mode == "generic":
+        return [XDP_FLAGS_SKB_MODE]
+    if mode == "native":
+        return [XDP_FLAGS_DRV_MODE]
+    if mode == "auto":
+        return [XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE]
+    raise ValueError(f"xdp_mode: must be one of {MODES}, got {mode!r}")
+
+
+def attach(bpf, fn_name, ifname, mode="generic"):
+    """Attach ``fn_name`` of ``bpf`` to ``ifname``. Returns {"mode", "stale"} (stale: what was removed).
+
+    A program already on the interface is detached first (and logged): it can only be the
+    leftover of a role that died without cleaning up.
+    """
+    _check_ifname(ifname)
+    from bcc import BPF
+
+    candidates = _mode_flags(mode)
+    stale = detach_any(ifname)
+    if stale:
+        log.warning("detached a stale XDP program from %s: %s", ifname, stale)
+    fn = bpf.load_func(fn_name, BPF.XDP)
+    errors = []
+    for flags in candidates:
+        try:
+            BPF.attach_xdp(ifname, fn, flags)
+        except Exception as exc:  # bcc raises plain Exception
+            errors.append(f"{'native' if flags == XDP_FLAGS_DRV_MODE else 'generic'}: {exc}")
+            continue
+        return {"mode": "native" if flags == XDP_FLAGS_DRV_MODE else "generic", "stale": stale}
+    raise RuntimeError(f"cannot attach XDP to {ifname}: " + "; ".join(errors))
+
+
+def detach(ifname, mode="generic"):
+    """Detach the XDP program of ``mode`` from ``ifname``; idempotent, never raises for 'nothing attached'."""
+    _check_ifname(ifname)
+    try:
+        info = attached_prog(ifname)
+    except ValueError:  # interface gone: nothing to detach
+        return False
+    if info is None:
+        return False
+    try:
+        from bcc import BPF
+
+        for flags in _mode_flags(mode):
+            try:
+                BPF.remove_xdp(ifname, flags)
+            except Exception:
+                pass
+    except ImportError:
+        pass
+    if attached_prog(ifname) is not None and mode == "auto":
+        detach_any(ifname)
+    return True
+
+
+def _prog_fd(bpf_or_prog_fd, fn_name=None):
+    if isinstance(bpf_or_prog_fd, int):
+        return bpf_or_prog_fd
+    funcs = bpf_or_prog_fd.funcs
+    if fn_name is None:
+        if len(funcs) != 1:
+            raise ValueError("bpf_stats: several programs loaded, name one")
+        return next(iter(funcs.values())).fd
+    return funcs[fn_name.encode() if isinstance(fn_name, str) else fn_name].fd
+
+
+def bpf_stats(bpf_or_prog_fd, fn_name=None):
+    """{"run_time_ns", "run_cnt"} of a loaded program, from /proc/self/fdinfo (0 while stats are off)."""
+    fd = _prog_fd(bpf_or_prog_fd, fn_name)
+    out = {"run_time_ns": 0, "run_cnt": 0}
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            key, _, val = line.partition(":")
+            if key in out:
+                out[key] = int(val)
+    return out
+
+
+_STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
+
+
+@contextlib.contextmanager
+def bpf_stats_enabled():
+    """Set kernel.bpf_stats_enabled=1 for the block, then restore the previous value."""
+    with open(_STATS_SYSCTL) as f:
+        old = f.read().strip()
+    with open(_STATS_SYSCTL, "w") as f:
+        f.write("1")
+    try:
+        yield
+    finally:
+        with open(_STATS_SYSCTL, "w") as f:
+            f.write(old)
+
+
+_NR_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "armv6l": 386, "i686": 357}
+_BPF_PROG_TEST_RUN = 10
+
+
+def prog_test_run(prog_fd, frame, repeat=1, out_size=4096):
+    """BPF_PROG_TEST_RUN on an XDP program: (action, output frame, avg ns per run).
+
+    Runs the program on ``frame`` without any network: used by tests (checksum math across
+    a /16) and by the ring-buffer benchmark (one record per run).
+    """
+    import ctypes
+    import platform
+    import struct
+
+    nr = _NR_BPF.get(platform.machine())
+    if nr is None:
+        raise OSError(f"bpf syscall number unknown for {platform.machine()}")
+    inbuf = ctypes.create_string_buffer(bytes(frame), len(frame))
+    outbuf = ctypes.create_string_buffer(out_size)
+    attr = ctypes.create_string_buffer(struct.pack(
+        "=IIIIQQII", prog_fd, 0, len(frame), out_size, ctypes.addressof(inbuf),
+        ctypes.addressof(outbuf), repeat, 0).ljust(128, b"\0"))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    if libc.syscall(ctypes.c_long(nr), ctypes.c_int(_BPF_PROG_TEST_RUN), attr,
+                    ctypes.c_uint(len(attr))) < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
+    _, retval, _, size_out, _, _, _, duration = struct.unpack_from("=IIIIQQII", attr.raw)
+    return retval, outbuf.raw[:size_out], duration
