@@ -82,8 +82,11 @@ def cpu_plan(inv) -> dict[str, list[int]]:
 
 
 class Runner:
-    def __init__(self, fleet: Fleet, p: Params, out=print, progress=True):
+    def __init__(self, fleet: Fleet, p: Params, out=print, progress=True, overrides: dict | None = None):
+        """``overrides``: role config keys set for every role (tests and benchmarks use it for
+        knobs such as ``consumer_delay_us`` or a smaller ``ringbuf_bytes``)."""
         self.fleet, self.p, self.out, self.progress = fleet, p, out, progress
+        self.overrides = dict(overrides or {})
         self.inv = fleet.inv
         self.plan = trials(p)
         self.sensors = self.inv.sensors[: p.sensors]
@@ -116,7 +119,7 @@ class Runner:
             "xdp_mode": inv.experiment["xdp_mode"], "ringbuf_bytes": inv.experiment["ringbuf_bytes"],
             "capture_bytes": inv.experiment["capture_bytes"], "work_us": p.work_us,
             "cpus": self.cpus.get(host.name, []),
-        }
+        } | self.overrides
 
     # --- one trial -----------------------------------------------------------------------
     def run_trial(self, folder: RunFolder, trial: Trial, facts: dict) -> dict:

@@ -1,0 +1,84 @@
+"""Shared fixtures: one end-to-end lab (prefix ``tse``, 198.18.0.192/26) for the tests that
+drive the real tasks over real SSH, built once per session and always torn down."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ROOT_LINUX = sys.platform.startswith("linux") and os.geteuid() == 0
+
+
+def lab_inventory_text(state_dir: Path, prefix: str = "tse", base: int = 192, sensors: int = 1) -> str:
+    ip = lambda n: f"198.18.0.{base + n}"  # noqa: E731
+    extra = "".join(f"""
+[hosts.sensor{i}]
+role = "sensor"
+ip = "{ip(5 + i)}"
+interface = "eth0"
+""" for i in range(2, sensors + 1))
+    return f"""
+[testbed]
+name = "e2e"
+lab = true
+
+[lab]
+prefix = "{prefix}"
+subnet = "198.18.0.{base}/26"
+control_ip = "{ip(1)}"
+state_dir = "{state_dir}"
+
+[ssh]
+user = "root"
+connect_timeout = 3
+
+[experiment]
+duration = 3
+warmup = 1
+repeat = 1
+
+[hosts.sensor]
+role = "sensor"
+ip = "{ip(2)}"
+interface = "eth0"
+
+[hosts.hardworker]
+role = "hardworker"
+ip = "{ip(3)}"
+interface = "eth0"
+
+[hosts.logger]
+role = "logger"
+ip = "{ip(4)}"
+interface = "eth0"
+{extra}"""
+
+
+def run_invoke(inv_path, *args, timeout=600) -> subprocess.CompletedProcess:
+    """The real `invoke` command line, as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TCPSKIM_INVENTORY": str(inv_path)}
+    return subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def e2e_lab(tmp_path_factory):
+    """A deployed lab (lab.up + deploy); yields (inventory, path). Torn down even on failure."""
+    if not ROOT_LINUX:
+        pytest.skip("the lab end-to-end tests need Linux and root")
+    from tcpskim import inventory, lab
+
+    d = tmp_path_factory.mktemp("e2e")
+    path = d / "inventory.toml"
+    path.write_text(lab_inventory_text(d / "state", sensors=2))
+    inv = inventory.load(path)
+    try:
+        yield inv, path
+    finally:
+        run_invoke(path, "stop", timeout=120)
+        lab.down(inv, log=lambda *_: None)

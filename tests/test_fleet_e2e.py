@@ -1,0 +1,109 @@
+"""The testbed foundation end to end on a lab, over real SSH, through the real `invoke`:
+lab.up deploy fix-network, idempotence, a dead sshd, a changed host key, stop."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import pytest
+
+from tcpskim import lab, localgit
+
+from conftest import run_invoke
+
+
+def neighbours(inv, host):
+    out = lab.ns_exec(inv, host.name, ["ip", "-4", "neigh", "show", "dev", host.interface]).stdout
+    return {m.group(1): (m.group(2), "PERMANENT" in line)
+            for line in out.splitlines() if (m := re.match(r"(\S+) lladdr (\S+)", line))}
+
+
+def test_up_deploy_fix_network(e2e_lab):
+    inv, path = e2e_lab
+    r = run_invoke(path, "lab.up", "deploy", "fix-network")
+    assert r.returncode == 0, r.stdout + r.stderr
+    head = localgit.head()
+    for h in inv.hosts:
+        got = subprocess.run(["git", "-C", h.checkout, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+        assert got.strip() == head, h.name
+    assert "4 ok" in r.stdout  # deploy summary line counts every host
+    macs = {h.ip: lab.host_mac(h) for h in inv.hosts}
+    for h in inv.hosts:
+        n = neighbours(inv, h)
+        for peer in inv.hosts:
+            if peer.name != h.name:
+                assert n.get(peer.ip) == (macs[peer.ip], True), (h.name, peer.name, n)
+    # Idempotent: a second run changes nothing.
+    r2 = run_invoke(path, "fix-network")
+    assert r2.returncode == 0, r2.stdout + r2.stderr
+    assert "(0 changed), 0 failed" in r2.stdout.split("neighbour pins")[1]
+    # Dry run on a host whose pin was removed: planned, not done.
+    hw = inv.hardworker
+    lab.ns_exec(inv, hw.name, ["ip", "neigh", "del", inv.logger.ip, "dev", hw.interface])
+    r3 = run_invoke(path, "fix-network", "--dry-run")
+    assert r3.returncode == 0 and f"would pin logger({inv.logger.ip})" in r3.stdout, r3.stdout
+    assert inv.logger.ip not in neighbours(inv, hw) or not neighbours(inv, hw)[inv.logger.ip][1]
+    r4 = run_invoke(path, "fix-network")
+    assert "(1 changed)" in r4.stdout.split("neighbour pins")[1], r4.stdout
+    assert neighbours(inv, hw)[inv.logger.ip] == (lab.host_mac(inv.logger), True)
+
+
+def test_doctor_reports_every_host(e2e_lab):
+    inv, path = e2e_lab
+    r = run_invoke(path, "doctor")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for h in inv.hosts:
+        row = next(line for line in r.stdout.splitlines() if line.startswith(h.name + " "))
+        assert "compiles+loads" in row and "generic" in row and lab.host_mac(h) in row, row
+
+
+def test_stopped_sshd_fails_that_host_alone(e2e_lab):
+    inv, path = e2e_lab
+    victim = inv.logger
+    pid = int((lab.host_dir(inv, victim) / "sshd.pid").read_text())
+    subprocess.run(["kill", str(pid)], check=True)
+    try:
+        t0 = time.monotonic()
+        r = run_invoke(path, "deploy")
+        took = time.monotonic() - t0
+        assert r.returncode == 1
+        rows = {line.split()[0]: line for line in r.stdout.splitlines() if line.split() and line.split()[0] in inv.names}
+        assert "failed" in rows["logger"] and victim.ip in rows["logger"], rows
+        assert all(" failed " not in rows[n] for n in inv.names if n != "logger"), rows
+        assert "1 failed: logger" in r.stdout
+        assert took < 60, took
+    finally:
+        lab.up(inv, log=lambda *_: None)  # restarts the sshd
+
+
+def test_changed_host_key_is_refused_until_accepted(e2e_lab):
+    inv, path = e2e_lab
+    victim = inv.sensors[0]
+    d = lab.host_dir(inv, victim)
+    known = open(inv.known_hosts).read()
+    # Reinstall the host: a new host key, and the known_hosts entry still has the old one.
+    subprocess.run(["kill", (d / "sshd.pid").read_text().strip()], check=True)
+    time.sleep(0.3)
+    for f in d.glob("ssh_host_ed25519_key*"):
+        f.unlink()
+    lab.up(inv, log=lambda *_: None)
+    open(inv.known_hosts, "w").write(known)
+    try:
+        r = run_invoke(path, "stop", "--hosts", victim.name)
+        assert r.returncode == 1 and "host key CHANGED" in r.stdout and "accept-host-keys" in r.stdout, r.stdout
+        r = run_invoke(path, "accept-host-keys", "--hosts", victim.name)
+        assert r.returncode == 0 and "replaced old key" in r.stdout, r.stdout
+        r = run_invoke(path, "stop", "--hosts", victim.name)
+        assert r.returncode == 0, r.stdout
+    finally:
+        lab.up(inv, log=lambda *_: None)  # rewrites known_hosts from the lab's own keys
+
+
+def test_stop_is_safe_any_time(e2e_lab):
+    inv, path = e2e_lab
+    for _ in range(2):
+        r = run_invoke(path, "stop")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "nothing running" in r.stdout
