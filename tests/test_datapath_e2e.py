@@ -1,0 +1,163 @@
+"""The data path end to end on the lab, over real SSH, generic XDP, TX checksum offload off:
+both modes deliver every record; in xdp mode the hardworker's kernel runs no TCP for the
+stream; loss and a full ring buffer lose nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tcpskim import lab
+from tcpskim.experiment import Runner
+from tcpskim.fleet import Fleet
+from tcpskim.plan import params
+
+from conftest import run_invoke
+
+
+@pytest.fixture(scope="module")
+def deployed(e2e_lab):
+    inv, path = e2e_lab
+    r = run_invoke(path, "lab.up", "deploy", "fix-network")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return inv, path
+
+
+def snmp(inv, host) -> dict:
+    """/proc/net/snmp Tcp counters inside a host's namespace (no TCP traffic to read them)."""
+    text = lab.ns_exec(inv, host.name, ["cat", "/proc/net/snmp"]).stdout
+    lines = [line.split()[1:] for line in text.splitlines() if line.startswith("Tcp:")]
+    return dict(zip(lines[0], map(int, lines[1])))
+
+
+def nft(inv, host, script):
+    r = lab.ns_exec(inv, host.name, ["nft", "-f", "-"], input=script)
+    assert r.returncode == 0, r.stderr
+
+
+def nft_counter(inv, host, table, name) -> int:
+    out = lab.ns_exec(inv, host.name, ["nft", "list", "counter", "inet", table, name]).stdout
+    return int(re.search(r"packets (\d+)", out).group(1))
+
+
+def run(inv, out, probe=lambda: None, overrides=None, **kw):
+    """One run through the real Runner; ``probe()`` is read after SSH connected and after the run."""
+    p = params(inv.experiment, **kw)
+    with Fleet(inv) as fleet:
+        # Connect first: the control's SSH sessions must not count as TCP opens of the trial.
+        for h in inv.hosts:
+            fleet.connection(h)
+        before = probe()
+        folder = Runner(fleet, p, out=out.append, progress=False, overrides=overrides).run()
+        after = probe()
+    rows = json.loads((folder.path / "summary.json").read_text())["rows"]
+    return folder, rows, before, after
+
+
+def db_rows(inv, folder, trial) -> int:
+    db = Path(inv.logger.checkout) / ".tcpskim" / "runs" / folder.run_id / trial / "logger.db"
+    with sqlite3.connect(db) as c:
+        return c.execute("select count(distinct sensor_id || ':' || seq) from records").fetchone()[0]
+
+
+def assert_complete(row):
+    assert row["status"] == "ok", row
+    assert row["sent"] > 0
+    assert row["delivered"] == row["sent"] == row["logged"], row
+    assert row["lost"] == row["duplicates"] == row["corrupt"] == 0, row
+
+
+def test_both_modes_deliver_everything_and_xdp_bypasses_hw_tcp(deployed):
+    inv, _ = deployed
+    hw, lg, se = inv.hardworker, inv.logger, inv.sensors[0]
+    # Count the stream's segments that reach the hardworker's own TCP/IP input or leave its
+    # stack: XDP runs before netfilter, so in xdp mode both must stay 0. (TcpInSegs would also
+    # count the control machine's SSH session to this namespace.)
+    nft(inv, hw, f"""
+table inet tskprobe {{
+  counter stream_in {{}}
+  counter stream_out {{}}
+  chain in {{
+    type filter hook input priority 0;
+    tcp dport {inv.port} counter name stream_in
+  }}
+  chain out {{
+    type filter hook output priority 0;
+    tcp sport {inv.port} counter name stream_out
+  }}
+}}""")
+    try:
+        out = []
+        folder, rows, before, after = run(inv, out, lambda: {h.name: snmp(inv, h) for h in (hw, lg, se)},
+                                          rate="50", size="1024", duration=10, warmup=1, modes="xdp", repeat=1,
+                                          idle=False)
+        (row,) = rows
+        assert_complete(row)
+        assert row["sent"] >= 50 * 10
+        assert db_rows(inv, folder, row["trial"]) == row["sent"]
+        assert nft_counter(inv, hw, "tskprobe", "stream_in") == 0
+        assert nft_counter(inv, hw, "tskprobe", "stream_out") == 0
+        assert after[hw.name]["PassiveOpens"] == before[hw.name]["PassiveOpens"]
+        assert after[hw.name]["ActiveOpens"] == before[hw.name]["ActiveOpens"]
+        for h in (lg, se):
+            assert after[h.name]["InCsumErrors"] == before[h.name]["InCsumErrors"] == 0, h.name
+        assert row["bpf_ns_per_packet"] and row["bpf_ns_per_packet"] > 0
+
+        out = []
+        folder, rows, _, _ = run(inv, out, rate="50", size="1024", duration=10, warmup=1, modes="tcp", repeat=1,
+                           idle=False)
+        (row,) = rows
+        assert_complete(row)
+        assert db_rows(inv, folder, row["trial"]) == row["sent"]
+        assert nft_counter(inv, hw, "tskprobe", "stream_in") > 0  # the baseline does use hw TCP
+    finally:
+        lab.ns_exec(inv, hw.name, ["nft", "delete", "table", "inet", "tskprobe"])
+
+
+def test_xdp_survives_five_percent_loss(deployed):
+    inv, _ = deployed
+    se, hw = inv.sensors[0], inv.hardworker
+    # Loss between sensor and hardworker: the sensor's egress drops 5 % of the stream's segments.
+    nft(inv, se, f"""
+table inet tskloss {{
+  counter dropped {{}}
+  chain out {{
+    type filter hook output priority 0;
+    ip daddr {hw.ip} tcp dport {inv.port} numgen random mod 100 < 5 counter name dropped drop
+  }}
+}}""")
+    try:
+        folder, rows, _, _ = run(inv, [], rate="200", size="1024", duration=5, warmup=1, modes="xdp", repeat=1,
+                           idle=False)
+        (row,) = rows
+        assert nft_counter(inv, se, "tskloss", "dropped") > 10  # loss really happened
+        assert_complete(row)
+        assert db_rows(inv, folder, row["trial"]) == row["sent"]
+    finally:
+        lab.ns_exec(inv, se.name, ["nft", "delete", "table", "inet", "tskloss"])
+
+
+def test_full_ring_buffer_drops_and_retransmission_recovers(deployed):
+    inv, _ = deployed
+    # 8 KiB holds a handful of 1.5 KiB records; the consumer sleeps 20 ms per batch.
+    folder, rows, _, _ = run(inv, [], rate="500", size="1024", duration=3, warmup=1, modes="xdp", repeat=1, idle=False,
+                       overrides={"ringbuf_bytes": 8192, "consumer_delay_us": 20000})
+    (row,) = rows
+    assert_complete(row)
+    hw_summary = json.loads(next((folder.path / row["trial"] / inv.hardworker.name).glob("hardworker-*.summary.json"))
+                            .read_text())
+    assert hw_summary["skim_counters"]["dropped_full"] > 0, hw_summary["skim_counters"]
+
+
+def test_ten_kilohertz_xdp_loses_nothing(deployed):
+    inv, _ = deployed
+    folder, rows, _, _ = run(inv, [], rate="10000", size="1024", duration=10, warmup=1, modes="xdp", repeat=1,
+                       idle=False)
+    (row,) = rows
+    assert_complete(row)
+    assert row["sent"] >= 10000 * 10
+    assert row["achieved_rate_hz"] > 9000
