@@ -90,7 +90,7 @@ class Measure(threading.Thread):
         next_sample = time.time()
         with open(self.csv_path, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["time", "cpu_busy_s", "process_cpu_s", "delivered"])
+            w.writerow(["t", "cpu_busy_s", "process_cpu_s", "delivered"])
             while True:
                 edge = self.win[len(self.edges)] if len(self.edges) < 2 else None
                 nxt = min(next_sample, edge) if edge is not None else next_sample
@@ -210,7 +210,7 @@ class Ticker:
             self.next = time.monotonic() + self.interval
 
 
-def run_tcp(role, decider, streams, done):
+def run_tcp(role, decider, streams, done, go):
     cfg, stop = role.cfg, role.stop
     me = cfg["hosts"]["hardworker"]
     lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -256,7 +256,7 @@ def run_tcp(role, decider, streams, done):
 
     try:
         role.ready(listen=f"{me['ip']}:{cfg['port']}")
-        role.wait_go_and_measure()
+        go()
         wk = cfg["wakeup"]
         if wk["policy"] == "per-record":
             # One recv per readable event: a wake-up for every arrival (default SO_RCVLOWAT).
@@ -281,7 +281,7 @@ def run_tcp(role, decider, streams, done):
         sel.close()
 
 
-def run_xdp(role, decider, streams, done):
+def run_xdp(role, decider, streams, done, go):
     from roles.reassembly import Reassembler
     from roles.skim import HardworkerSkim
     from roles.xdp import bpf_stats_enabled
@@ -299,12 +299,13 @@ def run_xdp(role, decider, streams, done):
     reasm = Reassembler()
     delay_s = cfg["consumer_delay_us"] / 1e6
     try:
+        if stop.is_set():  # SIGTERM while compiling: never attach
+            raise runtime.Stopped("stopped before attaching XDP")
         skim.attach()
         log.info("HardworkerSkim attached on %s (%s)", cfg["interface"], cfg["xdp_mode"])
-        role.measure_prog_stats = skim.prog_stats
         role.ready()
         with bpf_stats_enabled():
-            role.wait_go_and_measure()
+            go(skim.prog_stats)
             tick = Ticker(wk["interval_ms"] / 1000) if wk["policy"] == "batch" else None
             while not stop.is_set() and not done():
                 if tick is not None:
@@ -315,20 +316,26 @@ def run_xdp(role, decider, streams, done):
                 if not batch:
                     continue
                 now = time.time_ns()
+                got = {}  # stream -> in-order pieces: cut records once per stream and batch
+                ended = set()
                 for key, seq, flags, payload in batch:
                     st = streams.get(key)
                     if st is None:
                         st = streams[key] = Stream(key)
                         log.info("new stream %s:%d", *key)
                     data = reasm.feed(key, seq, flags, payload)
+                    if data:
+                        got.setdefault(st, []).append(data)
                     # Ended = everything up to the FIN delivered (or RST); a hole filled
                     # after the FIN arrived ends it too, so check after every segment.
-                    ended = not st.finished and reasm.streams[key].ended
-                    if data or ended:
-                        decider.feed(st, data, now, eof=ended)
-                    if ended:
+                    if not st.finished and reasm.streams[key].ended:
                         st.finished = True
-                        log.info("stream %s:%d ended: %s", *key, st.info())
+                        ended.add(st)
+                        got.setdefault(st, [])
+                for st, parts in got.items():
+                    decider.feed(st, b"".join(parts), now, eof=st in ended)
+                    if st in ended:
+                        log.info("stream %s:%d ended: %s", *st.key, st.info())
                 if delay_s:
                     time.sleep(delay_s)
     finally:
@@ -341,9 +348,9 @@ def run_xdp(role, decider, streams, done):
         log.info("HardworkerSkim detached")
 
 
-def run_idle(role, decider, streams, done):
+def run_idle(role, decider, streams, done, go):
     role.ready()
-    role.wait_go_and_measure()
+    go()
     while not role.stop.is_set() and not done():
         role.stop.wait(0.1)
 
@@ -356,9 +363,9 @@ def run(role: runtime.Role) -> int:
     measure = None
     expected = cfg["expected_streams"] or max(1, len(cfg["hosts"].get("sensor", [])))
     state = {"start_at": None}
-    role.measure_prog_stats = None
 
-    def wait_go_and_measure():
+    def go(prog_stats=None):
+        """Wait for go.json, then start the sampler on the window it defines."""
         nonlocal measure
         start_at = role.wait_go()
         ws = start_at + cfg["warmup_s"]
@@ -368,7 +375,7 @@ def run(role: runtime.Role) -> int:
         role.summary.update(start_at=start_at, planned_end=we + cfg["tail_s"])
         csv_path = os.path.join(cfg["out_dir"], f"hardworker-{cfg['instance']}.samples.csv")
         measure = Measure(os.sched_getaffinity(0), ws, we, lambda: decider.counter.delivered,
-                          role.measure_prog_stats, csv_path)
+                          prog_stats, csv_path)
         measure.start()
 
     def done() -> bool:
@@ -383,11 +390,10 @@ def run(role: runtime.Role) -> int:
         # Streams that never arrived (a sensor failed): stop once the others are done.
         return bool(streams) and fin == len(streams) and time.time() > end + END_GRACE_S
 
-    role.wait_go_and_measure = wait_go_and_measure
     decider = Decider(cfg["work_us"], 0, 0)
     body = {"tcp": run_tcp, "xdp": run_xdp, "idle": run_idle}[cfg["mode"]]
     try:
-        body(role, decider, streams, done)
+        body(role, decider, streams, done, go)
     finally:
         s = role.summary
         s["window"] = measure.finish() if measure is not None else None
@@ -397,6 +403,9 @@ def run(role: runtime.Role) -> int:
         s["bad_samples"] = decider.bad_samples
         p50, p99 = decider.latency.percentiles(50, 99)
         s["latency_us"] = {"p50": p50 and p50 / 1e3, "p99": p99 and p99 / 1e3, "n": decider.latency.n}
+        if decider.latency.items:  # the reservoir, for latency CDFs
+            with open(os.path.join(cfg["out_dir"], f"hardworker-{cfg['instance']}.latency_us.txt"), "w") as f:
+                f.write("\n".join(f"{x / 1e3:.1f}" for x in decider.latency.items) + "\n")
         s["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         s["process_cpu_s_total"] = time.process_time()
     return 0

@@ -86,8 +86,7 @@ def start(args) -> dict:
                                 stdin=null, stdout=logf, stderr=subprocess.STDOUT, cwd=CHECKOUT,
                                 start_new_session=True, close_fds=True)
     # The role rewrites (and at exit removes) the same file; writing it now closes the gap.
-    with open(p["pid"], "w") as f:
-        f.write(f"{proc.pid}\n")
+    runtime.write_atomic(p["pid"], f"{proc.pid}\n")
     return {"pid": proc.pid, "role": name, "log": p["log"]}
 
 

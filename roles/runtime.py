@@ -154,13 +154,18 @@ def load_config(path: str) -> dict:
     return validate(cfg)
 
 
-def write_json_atomic(path: str, obj) -> None:
+def write_atomic(path: str, text: str) -> None:
+    """Readers see the old file or the whole new one, never a partial write."""
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, default=str)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=1, sort_keys=True, default=str))
 
 
 def role_name(cfg) -> str:
@@ -262,8 +267,7 @@ def run_role(role_kind: str, body, argv=None) -> int:
     os.makedirs(cfg["out_dir"], exist_ok=True)
     status = 1
     try:
-        with open(role.paths["pid"], "w") as f:
-            f.write(f"{os.getpid()}\n")
+        write_atomic(role.paths["pid"], f"{os.getpid()}\n")  # `procs wait-ready` polls it
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda s, f: _on_signal(role, s, f))
         if cfg["cpus"]:

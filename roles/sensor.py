@@ -134,6 +134,8 @@ def run(role: runtime.Role) -> int:
             skim = SensorSkim(interface=cfg["interface"], sensor_ip=me, hw_ip=hosts["hardworker"]["ip"],
                               hw_mac=hosts["hardworker"]["mac"], logger_ip=hosts["logger"]["ip"],
                               tos=cfg["tos"], port=cfg["port"], xdp_mode=cfg["xdp_mode"])
+            if role.stop.is_set():  # SIGTERM while compiling: never attach
+                raise runtime.Stopped("stopped before attaching XDP")
             skim.attach()
             log.info("SensorSkim attached on %s", cfg["interface"])
         elif cfg["mode"] != "tcp":

@@ -25,7 +25,7 @@ _REC_SZ = _REC.size
 
 
 def _sum_counters(bpf, names):
-    table = bpf["counters"]
+    table = bpf[b"counters"]
     return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(names)}
 
 
@@ -76,7 +76,7 @@ class HardworkerSkim(_Attached):
         self.capture_bytes = capture_bytes
         self.attached_mode = None
         self.bpf = xdp.load("hardworker.c", flags)
-        events = self.bpf["events"]
+        events = self.bpf[b"events"]
         self.reader = RingReader(events.map_fd, int(events.max_entries))
 
     def wait(self, timeout_ms):

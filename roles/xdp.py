@@ -88,6 +88,11 @@ def load(program_path, flags):
     return BPF(src_file=path.encode(), cflags=list(flags))
 
 
+def _b(name):
+    """bcc wants bytes for names (and warns about str)."""
+    return name.encode() if isinstance(name, str) else name
+
+
 def _check_ifname(ifname):
     if not isinstance(ifname, str) or not _IFNAME_RE.match(ifname):
         raise ValueError(f"interface: invalid name {ifname!r}")
@@ -109,7 +114,11 @@ def attached_prog(ifname):
     mode = xdp.get_attr("IFLA_XDP_ATTACHED")
     if not mode:
         return None
-    names = {1: "native", 2: "generic", 3: "offload", 4: "multi"}
+    names = {1: "native", 2: "generic", 3: "offload", 4: "multi",  # raw or as pyroute2 names it
+             "xdpdrv": "native", "xdpgeneric": "generic", "xdpoffload": "offload",
+             "xdpmulti": "multi"}
+    if mode in ("none", "xdpnone"):
+        return None
     info = {"mode": names.get(mode, str(mode))}
     for attr, key in (("IFLA_XDP_PROG_ID", "prog_id"), ("IFLA_XDP_SKB_PROG_ID", "skb_prog_id"),
                       ("IFLA_XDP_DRV_PROG_ID", "drv_prog_id")):
@@ -157,11 +166,11 @@ def attach(bpf, fn_name, ifname, mode="generic"):
     stale = detach_any(ifname)
     if stale:
         log.warning("detached a stale XDP program from %s: %s", ifname, stale)
-    fn = bpf.load_func(fn_name, BPF.XDP)
+    fn = bpf.load_func(_b(fn_name), BPF.XDP)
     errors = []
     for flags in candidates:
         try:
-            BPF.attach_xdp(ifname, fn, flags)
+            BPF.attach_xdp(_b(ifname), fn, flags)
         except Exception as exc:  # bcc raises plain Exception
             errors.append(f"{'native' if flags == XDP_FLAGS_DRV_MODE else 'generic'}: {exc}")
             continue
@@ -183,7 +192,7 @@ def detach(ifname, mode="generic"):
 
         for flags in _mode_flags(mode):
             try:
-                BPF.remove_xdp(ifname, flags)
+                BPF.remove_xdp(_b(ifname), flags)
             except Exception:
                 pass
     except ImportError:
@@ -201,7 +210,7 @@ def _prog_fd(bpf_or_prog_fd, fn_name=None):
         if len(funcs) != 1:
             raise ValueError("bpf_stats: several programs loaded, name one")
         return next(iter(funcs.values())).fd
-    return funcs[fn_name.encode() if isinstance(fn_name, str) else fn_name].fd
+    return funcs[_b(fn_name)].fd
 
 
 def bpf_stats(bpf_or_prog_fd, fn_name=None):

@@ -408,6 +408,21 @@ def _rps(inv: Inventory, host: Host, rep: _Report) -> None:
     rep.made(f"rps_cpus {mask} on {ns}:{host.interface}")
 
 
+def _bridge_rps(inv: Inventory, rep: _Report) -> None:
+    """The bridge ports' receive work (forwarding, e.g. of the hardworker's XDP_TX bounces) goes
+    to the non-hardworker CPUs: on hardware the NIC sends those frames, not the hardworker's CPU."""
+    plan = cpu_plan(inv)
+    others = next((plan[h.name] for h in inv.hosts if h.role != "hardworker"), [])
+    if not others or not _lab(inv).dedicate_cpu:
+        return
+    mask = cpu_mask(others)
+    for h in inv.hosts:
+        path = Path(f"/sys/class/net/{veth_name(inv, h)}/queues/rx-0/rps_cpus")
+        if path.exists() and parse_mask(path.read_text()) != parse_mask(mask):
+            path.write_text(mask + "\n")
+            rep.made(f"rps_cpus {mask} on bridge port {veth_name(inv, h)}")
+
+
 def _sshd_config(inv: Inventory, host: Host) -> str:
     d = host_dir(inv, host)
     return "\n".join([
@@ -656,6 +671,7 @@ def up(inv: Inventory, log=print) -> dict:
     for h in inv.hosts:
         _host_net(inv, h, rep)
         _rps(inv, h, rep)
+    _bridge_rps(inv, rep)
     for h in inv.hosts:
         _host_sshd(inv, h, rep)
     _known_hosts(inv, rep)
