@@ -1,0 +1,494 @@
+"""Report of one experiment run: tables, plots and report.md from ``results/<run_id>/``.
+
+Input (written by the experiment runner): ``run.json`` (params, hosts, status), ``summary.json``
+(or ``summary.csv``) with one row per trial, and per-trial folders
+``<trial>/<host>/hardworker-0.samples.csv`` / ``hardworker-0.latency_us.txt``.
+
+Statistics: the replicate is the trial. Per mode x rate x size, the mean hardworker CPU per
+record (idle baseline already subtracted by the runner) gets a Student-t 95 % CI over the ok
+trials; the xdp/tcp ratio gets Fieller's 95 % CI (``tcpskim.stats``). Failed trials are left
+out of the statistics but counted and flagged; trials that lost, duplicated or corrupted
+records stay in (their CPU figures are real) but are flagged.
+
+API: ``load_run``, ``tables``, ``plots``, ``write_report`` (used by ``invoke report`` and
+``invoke collect``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # never a display: reports are made over SSH and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
+from tabulate import tabulate  # noqa: E402
+
+from . import stats  # noqa: E402
+
+LAB_NOTE = ("lab: all hosts share one kernel; only the hardworker's dedicated CPU and "
+            "per-process counters are per-host figures")
+MODE_ORDER = ("xdp", "tcp", "idle")
+MODE_COLORS = {"xdp": "tab:blue", "tcp": "tab:orange", "idle": "tab:gray"}
+_INT_COLS = {"rate_hz", "size_bytes", "repeat", "sent", "delivered", "logged", "lost",
+             "duplicates", "corrupt", "ctx_switches", "peak_rss_bytes"}
+_FLOAT_COLS = {"duration_s", "hw_busy_cpu_s", "hw_idle_baseline_cpu_s", "hw_cpu_us_per_record",
+               "hw_process_cpu_us_per_record", "bpf_ns_per_packet", "latency_p50_us",
+               "latency_p99_us", "achieved_rate_hz"}
+_TEXT_COLS = {"mode", "95% CI", "flags", "source", "saves"}
+_PROBLEM_COLS = (("lost", "LOST"), ("duplicates", "DUP"), ("corrupt", "CORRUPT"))
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _num(value, kind):
+    """CSV cell or JSON value -> int/float/None ('' and 'None' are None)."""
+    if value is None or value == "" or value == "None":
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return value
+    if math.isnan(f):
+        return None
+    return int(f) if kind is int and f.is_integer() else f
+
+
+def _normalise(row: dict) -> dict:
+    out = dict(row)
+    for col in _INT_COLS:
+        if col in out:
+            out[col] = _num(out[col], int)
+    for col in _FLOAT_COLS:
+        if col in out:
+            out[col] = _num(out[col], float)
+    out["trial"] = str(out.get("trial", ""))
+    out.setdefault("status", "ok")
+    return out
+
+
+def load_run(run_dir) -> tuple[dict, list[dict]]:
+    """(run.json as dict, trial rows). Prefers summary.json, falls back to summary.csv.
+
+    A missing run.json gives a minimal run dict (status "unknown"); missing summaries give
+    no rows, so a report of a run that failed early still says what is known.
+    """
+    run_dir = Path(run_dir)
+    run_path = run_dir / "run.json"
+    if run_path.exists():
+        run = json.loads(run_path.read_text())
+    else:
+        run = {"run_id": run_dir.name, "status": "unknown", "params": {}, "hosts": {},
+               "lab": False, "failure": "run.json missing"}
+    rows: list[dict] = []
+    if (run_dir / "summary.json").exists():
+        rows = json.loads((run_dir / "summary.json").read_text()).get("rows", [])
+    elif (run_dir / "summary.csv").exists():
+        with open(run_dir / "summary.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    return run, [_normalise(r) for r in rows]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _ok(row) -> bool:
+    return row.get("status", "ok") == "ok"
+
+
+def _mode_key(mode):
+    return (MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER), str(mode))
+
+
+def _fmt(v, digits=2):
+    if v is None:
+        return "-"
+    if isinstance(v, float) and math.isnan(v):
+        return "-"
+    return f"{v:.{digits}f}"
+
+
+def _ci(lo, hi, digits=2):
+    return "-" if lo is None or hi is None else f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _pm(values, digits=2):
+    """'mean ± half-width' (or just the mean for n=1, '-' without values)."""
+    mean, lo, hi, _n = stats.mean_ci(values)
+    if mean is None:
+        return "-"
+    if lo is None:
+        return _fmt(mean, digits)
+    return f"{mean:.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
+
+
+def _sum(rows, col):
+    vals = [r.get(col) for r in rows if r.get(col) is not None]
+    return sum(vals) if vals else None
+
+
+def _groups(rows, modes=None):
+    """{(mode, rate, size): [rows]} in report order (mode, rate, size)."""
+    g = defaultdict(list)
+    for r in rows:
+        if modes is None or r.get("mode") in modes:
+            g[(r.get("mode"), r.get("rate_hz"), r.get("size_bytes"))].append(r)
+    return dict(sorted(g.items(), key=lambda kv: (_mode_key(kv[0][0]), kv[0][1] or 0,
+                                                   kv[0][2] or 0)))
+
+
+def _row_problems(row) -> list[str]:
+    probs = [] if _ok(row) else ["FAILED"]
+    for col, label in _PROBLEM_COLS:
+        if (row.get(col) or 0) != 0:
+            probs.append(f"{label} {row[col]}")
+    return probs
+
+
+def flags(rows) -> list[str]:
+    """One warning line per failed trial or trial with lost/duplicate/corrupt records."""
+    out = []
+    for r in rows:
+        probs = _row_problems(r)
+        if probs:
+            out.append(f"!! trial {r['trial']} ({r.get('mode')}, {r.get('rate_hz')} Hz, "
+                       f"{r.get('size_bytes')} B): {', '.join(probs)}")
+    return out
+
+
+def _header(run) -> str:
+    p = run.get("params", {}) or {}
+    parts = [f"run {run.get('run_id')}", f"status {run.get('status')}"]
+    for key in ("modes", "rates", "sizes", "duration_s", "warmup_s", "repeat", "sensors",
+                "idle", "tag"):
+        if key in p:
+            v = p[key]
+            parts.append(f"{key}={','.join(map(str, v)) if isinstance(v, list) else v}")
+    parts.append(f"wakeup={_wakeup_str(p.get('wakeup'))}")
+    line = "  ".join(parts)
+    if run.get("failure"):
+        line += f"\nFAILURE: {run['failure']}"
+    return line
+
+
+def _wakeup_str(w) -> str:
+    if isinstance(w, dict):
+        pol = w.get("policy", "?")
+        return f"{pol}/{w['interval_ms']}ms" if "interval_ms" in w else str(pol)
+    return "-" if w is None else str(w)
+
+
+# ----------------------------------------------------------------------------- tables
+
+def table_data(run, rows) -> dict:
+    """The three tables as {name: (headers, rows)} — shared by console and markdown output."""
+    out = {}
+
+    # (1) per mode x rate x size
+    h1 = ["mode", "rate Hz", "size B", "n", "CPU µs/rec", "95% CI", "proc µs/rec",
+          "BPF ns/pkt", "sent", "delivered", "logged", "lost", "dup", "corrupt",
+          "p50 µs", "p99 µs", "achieved Hz", "flags"]
+    t1 = []
+    for (mode, rate, size), grp in _groups(rows, modes=("xdp", "tcp")).items():
+        ok = [r for r in grp if _ok(r)]
+        mean, lo, hi, n = stats.mean_ci(r.get("hw_cpu_us_per_record") for r in ok)
+        probs = []
+        nfail = len(grp) - len(ok)
+        if nfail:
+            probs.append(f"FAILED {nfail}")
+        for col, label in _PROBLEM_COLS:
+            s = _sum(grp, col)
+            if s:
+                probs.append(f"{label} {s}")
+        t1.append([
+            mode, rate, size, n, _fmt(mean), _ci(lo, hi),
+            _pm([r.get("hw_process_cpu_us_per_record") for r in ok]),
+            _pm([r.get("bpf_ns_per_packet") for r in ok], 1),
+            _sum(grp, "sent"), _sum(grp, "delivered"), _sum(grp, "logged"),
+            _sum(grp, "lost"), _sum(grp, "duplicates"), _sum(grp, "corrupt"),
+            _fmt(stats.mean_ci(r.get("latency_p50_us") for r in ok)[0], 1),
+            _fmt(stats.mean_ci(r.get("latency_p99_us") for r in ok)[0], 1),
+            _fmt(stats.mean_ci(r.get("achieved_rate_hz") for r in ok)[0], 1),
+            "!! " + ", ".join(probs) if probs else "",
+        ])
+    out["per_mode"] = (h1, t1)
+
+    # (2) xdp / tcp per rate x size
+    h2 = ["rate Hz", "size B", "n xdp", "n tcp", "xdp µs/rec", "tcp µs/rec", "xdp/tcp",
+          "95% CI", "saves", "flags"]
+    t2 = []
+    cells = sorted({(r.get("rate_hz"), r.get("size_bytes")) for r in rows
+                    if r.get("mode") in ("xdp", "tcp")}, key=lambda k: (k[0] or 0, k[1] or 0))
+    for rate, size in cells:
+        def vals(mode):
+            return [r.get("hw_cpu_us_per_record") for r in rows
+                    if _ok(r) and r.get("mode") == mode and r.get("rate_hz") == rate
+                    and r.get("size_bytes") == size and r.get("hw_cpu_us_per_record") is not None]
+        x, t = vals("xdp"), vals("tcp")
+        nflag = sum(1 for r in rows if r.get("mode") in ("xdp", "tcp") and r.get("rate_hz") == rate
+                    and r.get("size_bytes") == size and _row_problems(r))
+        ratio, lo, hi = stats.ratio_ci(x, t)
+        if ratio is None:
+            saves = "-"
+        else:
+            # saving = 1 - ratio; its CI is the ratio's CI mirrored.
+            saves = f"{(1 - ratio) * 100:.1f} %"
+            if lo is not None:
+                saves += f" [{(1 - hi) * 100:.1f}, {(1 - lo) * 100:.1f}]"
+        t2.append([rate, size, len(x), len(t), _fmt(stats.mean_ci(x)[0]),
+                   _fmt(stats.mean_ci(t)[0]), _fmt(ratio, 3), _ci(lo, hi, 3), saves,
+                   f"!! {nflag} trial(s) flagged" if nflag else ""])
+    out["ratio"] = (h2, t2)
+
+    # (3) idle baseline: busy CPU seconds per second of the hardworker's CPU set, no traffic
+    h3 = ["source", "n", "CPU s/s", "95% CI"]
+    idle = [r for r in rows if r.get("mode") == "idle" and _ok(r)
+            and r.get("hw_busy_cpu_s") is not None and r.get("duration_s")]
+    m, lo, hi, n = stats.mean_ci(r["hw_busy_cpu_s"] / r["duration_s"] for r in idle)
+    t3 = [["idle trials (busy / duration)", n, _fmt(m, 4), _ci(lo, hi, 4)]]
+    used = [r for r in rows if r.get("mode") in ("xdp", "tcp") and _ok(r)
+            and r.get("hw_idle_baseline_cpu_s") is not None and r.get("duration_s")]
+    if used:
+        m, lo, hi, n = stats.mean_ci(r["hw_idle_baseline_cpu_s"] / r["duration_s"] for r in used)
+        t3.append(["baseline subtracted in traffic trials", n, _fmt(m, 4), _ci(lo, hi, 4)])
+    out["idle"] = (h3, t3)
+    return out
+
+
+_TITLES = {
+    "per_mode": "Hardworker cost per mode, rate and size (mean over trials; CPU = busy CPU of "
+                "the hardworker's CPU set minus idle baseline)",
+    "ratio": "xdp / tcp hardworker CPU per record (Fieller 95 % CI)",
+    "idle": "Idle baseline",
+}
+
+
+def tables(run, rows, tablefmt: str = "simple") -> str:
+    """Header line, the three tables, flags and (lab) footnote as text."""
+    md = tablefmt == "github"
+    parts = [_header(run).replace("\n", "  \n") if md else _header(run), ""]
+    fl = flags(rows)
+    if fl:
+        parts += [f"!! {len(fl)} trial(s) flagged:"] + [("- " if md else "") + f for f in fl] + [""]
+    for name, (headers, body) in table_data(run, rows).items():
+        parts.append(("### " if md else "") + _TITLES[name])
+        parts.append("")
+        # cells are preformatted strings; numbers right-aligned, text columns left
+        align = ["left" if h in _TEXT_COLS else "right" for h in headers]
+        parts.append(tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True,
+                              colalign=align) if body else "(no trials)")
+        parts.append("")
+    if run.get("lab"):
+        parts.append(("*" + LAB_NOTE + "*") if md else LAB_NOTE)
+    return "\n".join(parts).rstrip() + "\n"
+
+
+# ----------------------------------------------------------------------------- plots
+
+def cpu_per_record_points(rows) -> dict:
+    """{size: {mode: [(rate, mean, lo, hi, n), ...]}} — one point per (rate, mode)."""
+    out: dict = {}
+    for (mode, rate, size), grp in _groups(rows, modes=("xdp", "tcp")).items():
+        mean, lo, hi, n = stats.mean_ci(r.get("hw_cpu_us_per_record") for r in grp if _ok(r))
+        if mean is not None:
+            out.setdefault(size, {}).setdefault(mode, []).append((rate, mean, lo, hi, n))
+    return out
+
+
+def plot_cpu_per_record(rows, path) -> dict:
+    """Write cpu_per_record.png; return {size: {mode: (xs, ys)}} read back from the axes."""
+    points = cpu_per_record_points(rows)
+    sizes = sorted(points) or [None]
+    rates = {p[0] for s in points.values() for pts in s.values() for p in pts}
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 4.2), squeeze=False)
+    plotted: dict = {}
+    for ax, size in zip(axes[0], sizes):
+        for mode, pts in sorted(points.get(size, {}).items(), key=lambda kv: _mode_key(kv[0])):
+            pts = sorted(pts)
+            xs = [p[0] for p in pts]
+            ys = [p[1] for p in pts]
+            err = [[0 if p[2] is None else p[1] - p[2] for p in pts],
+                   [0 if p[3] is None else p[3] - p[1] for p in pts]]
+            cont = ax.errorbar(xs, ys, yerr=err, marker="o", capsize=4, label=mode,
+                               color=MODE_COLORS.get(mode))
+            line = cont.lines[0]
+            plotted.setdefault(size, {})[mode] = (list(line.get_xdata()),
+                                                  list(line.get_ydata()))
+        if len(rates) > 1:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.set_xticks(sorted(rates))
+        ax.set_xlabel("rate (records/s)")
+        ax.set_ylabel("hardworker CPU µs per record (idle subtracted)")
+        ax.set_title(f"{size} B records" if size is not None else "no data")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, which="both", alpha=0.3)
+        if points.get(size):
+            ax.legend(title="mode (95 % CI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return plotted
+
+
+def _trial_files(run_dir: Path, trial: str, pattern: str) -> list[Path]:
+    return sorted((run_dir / trial).glob(f"*/{pattern}"))
+
+
+def read_samples(path) -> list[tuple[float, float]]:
+    """[(t, cpu_busy_s)] from a samples.csv, skipping malformed lines."""
+    out = []
+    with open(path, newline="") as fh:
+        for rec in csv.DictReader(fh):
+            try:
+                out.append((float(rec["t"]), float(rec["cpu_busy_s"])))
+            except (KeyError, TypeError, ValueError):
+                continue
+    return sorted(out)
+
+
+def plot_cpu_over_time(run_dir: Path, rows, path) -> int:
+    """Write cpu_over_time.png (busy CPU s/s per trial); return the number of lines drawn."""
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    drawn = 0
+    seen_modes = set()
+    for r in sorted(rows, key=lambda r: r["trial"]):
+        for f in _trial_files(run_dir, r["trial"], "hardworker-*.samples.csv"):
+            s = read_samples(f)
+            if len(s) < 2:
+                continue
+            t0 = s[0][0]
+            xs, ys = [], []
+            for (ta, ca), (tb, cb) in zip(s, s[1:]):
+                if tb > ta:
+                    xs.append((ta + tb) / 2 - t0)
+                    ys.append((cb - ca) / (tb - ta))
+            mode = r.get("mode")
+            ax.plot(xs, ys, color=MODE_COLORS.get(mode, "black"), alpha=0.6, lw=1,
+                    linestyle="-" if _ok(r) else ":",
+                    label=None if mode in seen_modes else mode)
+            seen_modes.add(mode)
+            drawn += 1
+    ax.set_xlabel("time since first sample (s)")
+    ax.set_ylabel("hardworker busy CPU (CPU s / s)")
+    ax.set_title("hardworker busy CPU over time, one line per trial (dotted: failed)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    if drawn:
+        ax.legend(title="mode")
+    else:
+        ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return drawn
+
+
+def read_latencies(path) -> list[float]:
+    out = []
+    for line in Path(path).read_text().split():
+        try:
+            out.append(float(line))
+        except ValueError:
+            continue
+    return out
+
+
+def plot_latency_cdf(run_dir: Path, rows, path) -> bool:
+    """Write latency_cdf.png (CDF per mode, per rate x size when several); False if no data."""
+    pooled = defaultdict(list)
+    for r in rows:
+        if not _ok(r) or r.get("mode") not in ("xdp", "tcp"):
+            continue
+        for f in _trial_files(run_dir, r["trial"], "hardworker-*.latency_us.txt"):
+            pooled[(r["mode"], r.get("rate_hz"), r.get("size_bytes"))].extend(read_latencies(f))
+    pooled = {k: sorted(v) for k, v in pooled.items() if v}
+    if not pooled:
+        return False
+    cells = sorted({(k[1], k[2]) for k in pooled}, key=lambda c: (c[0] or 0, c[1] or 0))
+    styles = ["-", "--", ":", "-."]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for (mode, rate, size), vals in sorted(pooled.items(),
+                                           key=lambda kv: (_mode_key(kv[0][0]), kv[0][1] or 0)):
+        n = len(vals)
+        # at most ~2000 points per line: quantiles, not raw values
+        qs = [i / 2000 * 100 for i in range(2001)] if n > 2001 else None
+        xs = [stats.percentile(vals, q) for q in qs] if qs else vals
+        ys = [q / 100 for q in qs] if qs else [(i + 1) / n for i in range(n)]
+        label = mode if len(cells) == 1 else f"{mode} {rate} Hz {size} B"
+        ax.plot(xs, ys, color=MODE_COLORS.get(mode), drawstyle="steps-post",
+                linestyle=styles[cells.index((rate, size)) % len(styles)], label=label)
+    if min(v[0] for v in pooled.values()) > 0:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("latency (µs, hardworker-0.latency_us.txt)")
+    ax.set_ylabel("fraction of records")
+    ax.set_title("latency CDF (all ok trials pooled)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plots(run_dir, run, rows) -> list[Path]:
+    """Write the PNGs into run_dir; returns their paths (latency_cdf.png only with data)."""
+    run_dir = Path(run_dir)
+    files = []
+    p = run_dir / "cpu_per_record.png"
+    plot_cpu_per_record(rows, p)
+    files.append(p)
+    p = run_dir / "cpu_over_time.png"
+    plot_cpu_over_time(run_dir, rows, p)
+    files.append(p)
+    p = run_dir / "latency_cdf.png"
+    if plot_latency_cdf(run_dir, rows, p):
+        files.append(p)
+    elif p.exists():
+        p.unlink()  # stale from an earlier report of this folder
+    return files
+
+
+# ----------------------------------------------------------------------------- report.md
+
+def _hosts_table(run, tablefmt) -> str:
+    hosts = run.get("hosts") or {}
+    if not hosts:
+        return "(no host metadata)"
+    body = []
+    for name, h in sorted(hosts.items()):
+        off, unc = h.get("clock_offset_s"), h.get("clock_uncertainty_s")
+        clock = "-" if off is None else f"{off * 1e3:+.2f} ms" + (
+            "" if unc is None else f" ± {unc * 1e3:.2f}")
+        body.append([name, h.get("role", "-"), (h.get("commit") or "-")[:12],
+                     h.get("kernel", "-"), h.get("bcc", "-") or "-", clock])
+    return tabulate(body, headers=["host", "role", "commit", "kernel", "bcc", "clock offset"],
+                    tablefmt=tablefmt, disable_numparse=True)
+
+
+def write_report(run_dir) -> tuple[str, list[Path]]:
+    """Write report.md and the plots into run_dir; return (console text, written paths)."""
+    run_dir = Path(run_dir)
+    run, rows = load_run(run_dir)
+    images = plots(run_dir, run, rows)
+    console = tables(run, rows, "simple")
+    md = [f"# tcpskim run {run.get('run_id')}", "",
+          f"status **{run.get('status')}**, started {run.get('started', '-')}, "
+          f"ended {run.get('ended', '-')}", ""]
+    md.append(tables(run, rows, "github"))
+    md += ["## Plots", ""]
+    for img in images:
+        md += [f"![{img.stem}]({img.name})", ""]
+    md += ["## Run metadata", "", "```", json.dumps(run.get("params", {}), indent=2,
+                                                   sort_keys=True), "```", "",
+           _hosts_table(run, "github"), ""]
+    report = run_dir / "report.md"
+    report.write_text("\n".join(md))
+    return console, [report] + images
