@@ -206,7 +206,7 @@ def _run_dir(run):
 
     base = CHECKOUT / "results"
     try:
-        return RunFolder.latest(base).path if not run else (base / run if (base / run).exists() else Path(run))
+        return RunFolder.latest(base).path if run in ("", "latest") else (base / run if (base / run).exists() else Path(run))
     except FileNotFoundError as exc:
         raise Exit(f"error: {exc}: run invoke run-experiment first", code=2)
 
@@ -222,7 +222,7 @@ def _render(run_dir):
 
 
 @task(help={"inventory": INV_HELP, "run": "run id or folder (default: the latest run)"})
-def collect(c, run=None, inventory=None):
+def collect(c, run="", inventory=None):
     """Fetch a run's files from every host, then print its tables and write report.md and plots."""
     from tcpskim.collect import collect as do_collect
 
@@ -235,8 +235,8 @@ def collect(c, run=None, inventory=None):
         raise Exit(code=1)
 
 
-@task(help={"run": "run id or folder (default: the latest run)"})
-def report(c, run=None):
+@task(positional=["run"], help={"run": "run id or folder, or 'latest'"})
+def report(c, run):
     """Re-render a run's tables, report.md and plots from local files alone."""
     _render(_run_dir(run))
 

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Benchmark: hardworker CPU per record, xdp against tcp, for each wake-up policy, in one run.
+
+    .venv/bin/python bench/overhead.py                      # lab, 2 kHz x 1 KiB, per-record and batch:10ms
+    .venv/bin/python bench/overhead.py --rate 10000 --wakeup batch:10ms --repeat 3
+
+Builds (or reuses) the lab, deploys, pins neighbours, then runs interleaved trials with an idle
+baseline per repeat through the same runner as `invoke run-experiment`, and prints per policy
+and mode the mean and 95 % CI of: busy CPU of the hardworker's dedicated CPU per record (idle
+subtracted; softirq and XDP included), the hardworker process's own CPU per record and the BPF
+program's ns per packet, and the xdp/tcp ratio with its 95 % CI: means over interleaved repeats,
+all measured in this one run (the machine is shared and noisy; compare within a run only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tabulate import tabulate  # noqa: E402
+
+from tcpskim import inventory  # noqa: E402
+from tcpskim.experiment import Runner  # noqa: E402
+from tcpskim.fleet import Fleet  # noqa: E402
+from tcpskim.plan import params  # noqa: E402
+from tcpskim.stats import mean_ci, ratio_ci  # noqa: E402
+
+TARGETS = {"per-record": 0.5, "batch": 0.15}
+
+
+def fmt(m):
+    mean, lo, hi, n = m
+    if mean is None:
+        return "-"
+    return f"{mean:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None else "")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-i", "--inventory", help="inventory (default: the lab)")
+    ap.add_argument("--rate", default="2000")
+    ap.add_argument("--size", default="1024")
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--wakeup", default="per-record,batch:10ms", help="comma list of policies")
+    ap.add_argument("--skip-setup", action="store_true", help="the lab is up and deployed already")
+    a = ap.parse_args(argv)
+    inv = inventory.load(a.inventory)
+    if not a.skip_setup:
+        tasks = (["lab.up"] if inv.lab else []) + ["deploy", "fix-network"]
+        env_inv = ["-i", str(inv.path)]
+        for t in tasks:
+            subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), t, *env_inv], check=True,
+                           stdout=subprocess.DEVNULL)
+    results = []
+    runs = []
+    for wakeup in a.wakeup.split(","):
+        p = params(inv.experiment, rate=a.rate, size=a.size, duration=a.duration, warmup=a.warmup,
+                   repeat=a.repeat, wakeup=wakeup, modes="xdp,tcp", idle=True, tag="bench")
+        with Fleet(inv) as fleet:
+            folder = Runner(fleet, p, progress=False, out=lambda s: print(s, file=sys.stderr)).run()
+        runs.append(folder.run_id)
+        rows = json.loads((folder.path / "summary.json").read_text())["rows"]
+        by = {m: [r for r in rows if r["mode"] == m] for m in ("xdp", "tcp")}
+        cpu = {m: [r["hw_cpu_us_per_record"] for r in by[m]] for m in by}
+        ratio = ratio_ci(cpu["xdp"], cpu["tcp"])
+        target = TARGETS["batch" if wakeup.startswith("batch") else "per-record"]
+        for m in ("xdp", "tcp"):
+            lost = sum(r["lost"] + r["duplicates"] + r["corrupt"] for r in by[m])
+            results.append([wakeup, m, fmt(mean_ci(cpu[m])),
+                            fmt(mean_ci([r["hw_process_cpu_us_per_record"] for r in by[m]])),
+                            fmt(mean_ci([r["bpf_ns_per_packet"] for r in by[m] if r["bpf_ns_per_packet"]])),
+                            sum(r["delivered"] for r in by[m]), lost,
+                            (f"{ratio[0]:.3f}" + (f" [{ratio[1]:.3f}, {ratio[2]:.3f}]" if ratio[1] is not None else "")
+                             + f" (target <= {target})") if m == "xdp" and ratio[0] is not None else ""])
+    print(f"\nhardworker overhead at {a.rate} Hz x {a.size} B, {a.duration:g} s windows, {a.repeat} repeats "
+          f"(runs: {', '.join(runs)})")
+    print(tabulate(results, headers=["wake-up", "mode", "hw CPU µs/rec [95% CI]", "process µs/rec",
+                                     "BPF ns/pkt", "delivered", "lost+dup+corrupt", "xdp/tcp"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

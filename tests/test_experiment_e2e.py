@@ -1,0 +1,172 @@
+"""run-experiment and collect end to end on the lab through the real `invoke`: the main job,
+a rate sweep, an independent check of the CPU figure, and a hardworker killed mid-trial."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tcpskim import CHECKOUT, lab
+
+from conftest import ROOT, run_invoke
+
+
+@pytest.fixture(scope="module")
+def deployed(e2e_lab):
+    inv, path = e2e_lab
+    r = run_invoke(path, "lab.up", "deploy", "fix-network")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return inv, path
+
+
+def run_id_of(stdout: str) -> str:
+    return re.search(r"^run (\S+) ok: ", stdout, re.M).group(1)
+
+
+def test_run_experiment_then_collect(deployed):
+    inv, path = deployed
+    r = run_invoke(path, "run-experiment", "--rate", "50", "--duration", "10", "--repeat", "3", "--tag", "e2e")
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_id = run_id_of(r.stdout)
+    assert "9 trials (xdp,tcp + idle baseline)" in r.stdout  # the plan is printed first
+    c = run_invoke(path, "collect", "--run", run_id)
+    assert c.returncode == 0, c.stdout + c.stderr
+    d = CHECKOUT / "results" / run_id
+    rows = json.loads((d / "summary.json").read_text())["rows"]
+    assert [row["mode"] for row in rows] == ["idle", "xdp", "tcp", "idle", "tcp", "xdp", "idle", "xdp", "tcp"]
+    for row in rows:
+        if row["mode"] == "idle":
+            continue
+        assert row["lost"] == row["duplicates"] == row["corrupt"] == 0, row
+        assert row["sent"] == row["delivered"] == row["logged"] >= 500, row
+        assert row["hw_cpu_us_per_record"] is not None and row["hw_process_cpu_us_per_record"] > 0
+    with open(d / "summary.csv") as f:
+        assert len(list(csv.DictReader(f))) == 9
+    # The printed table: both modes and the ratio.
+    table = c.stdout
+    assert re.search(r"^xdp\s+50\s+1024\s+3\s", table, re.M) and re.search(r"^tcp\s+50\s+1024\s+3\s", table, re.M)
+    assert re.search(r"^\s*50\s+1024\s+3\s+3\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\[", table, re.M), table
+    report = (d / "report.md").read_text()
+    for png in ("cpu_per_record.png", "cpu_over_time.png", "latency_cdf.png"):
+        assert png in report
+        assert (d / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run = json.loads((d / "run.json").read_text())
+    assert run["status"] == "ok" and set(run["hosts"]) == {"sensor", "hardworker", "logger"}
+    assert all(len(h["commit"]) == 40 and h["kernel"] for h in run["hosts"].values())
+    # collect is resumable: a second run fetches nothing new.
+    c2 = run_invoke(path, "collect", "--run", run_id)
+    assert c2.returncode == 0 and " 0 fetched" in c2.stdout
+    # report re-renders from local files alone.
+    assert run_invoke(path, "report", run_id).returncode == 0
+
+
+def test_rate_sweep_has_one_point_per_rate_and_mode(deployed):
+    from tcpskim.report import cpu_per_record_points, load_run
+
+    inv, path = deployed
+    r = run_invoke(path, "run-experiment", "--rate", "50,500,5000", "--duration", "3", "--repeat", "1",
+                   "--no-idle")
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_id = run_id_of(r.stdout)
+    run, rows = load_run(CHECKOUT / "results" / run_id)
+    assert sorted((row["mode"], row["rate_hz"]) for row in rows) == \
+        sorted((m, float(x)) for m in ("xdp", "tcp") for x in (50, 500, 5000))
+    assert all(row["lost"] == 0 and row["delivered"] == row["sent"] for row in rows)
+    points = cpu_per_record_points(rows)[1024]
+    assert {m: [p[0] for p in pts] for m, pts in points.items()} == {"xdp": [50, 500, 5000], "tcp": [50, 500, 5000]}
+
+
+def _proc_stat_busy(cpu: int) -> tuple[float, float]:
+    """(monotonic time, idle+iowait seconds) for one CPU, read here, outside the tool."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                v = line.split()
+                return time.monotonic(), (int(v[4]) + int(v[5])) / os.sysconf("SC_CLK_TCK")
+    raise AssertionError(cpu)
+
+
+def test_cpu_figure_agrees_with_an_independent_reading(deployed):
+    """At 2 kHz the tool's busy CPU for the hardworker's CPU equals elapsed - idle read from
+    /proc/stat by this test over the same window, within 10 %."""
+    from tcpskim.lab import cpu_plan
+
+    inv, path = deployed
+    cpus = cpu_plan(inv)[inv.hardworker.name]
+    if len(cpus) != 1:
+        pytest.skip("needs a dedicated hardworker CPU (2 or more CPUs)")
+    runs = Path(inv.hardworker.checkout) / ".tcpskim" / "runs"
+    before = set(runs.glob("*/*/go.json")) if runs.exists() else set()
+    readings = {}
+
+    def watch():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            new = set(runs.glob("*/*/go.json")) - before if runs.exists() else set()
+            if new:
+                go = json.loads(next(iter(new)).read_text())["start_at"]
+                for edge, t in (("a", go + 1.0), ("b", go + 1.0 + 5.0)):
+                    time.sleep(max(0.0, t - time.time()))
+                    readings[edge] = _proc_stat_busy(cpus[0])
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    r = run_invoke(path, "run-experiment", "--rate", "2000", "--duration", "5", "--warmup", "1", "--repeat", "1",
+                   "--modes", "xdp", "--no-idle")
+    t.join(5)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (row,) = json.loads((CHECKOUT / "results" / run_id_of(r.stdout) / "summary.json").read_text())["rows"]
+    (ta, ia), (tb, ib) = readings["a"], readings["b"]
+    independent = (tb - ta) - (ib - ia)
+    assert independent > 0.05, independent  # 2 kHz is real work
+    assert abs(row["hw_busy_cpu_s"] - independent) <= 0.10 * independent, (row["hw_busy_cpu_s"], independent)
+
+
+def test_killed_hardworker_stops_the_run_cleanly(deployed):
+    inv, path = deployed
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TCPSKIM_INVENTORY": str(path)}
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(ROOT), "run-experiment", "--rate", "200",
+                             "--duration", "30", "--repeat", "1", "--modes", "xdp", "--no-idle", "--tag", "kill"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        pidfile = Path(inv.hardworker.checkout) / ".tcpskim" / "pids" / "hardworker-0.pid"
+        runs = Path(inv.hardworker.checkout) / ".tcpskim" / "runs"
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(runs.glob("*-kill/*/go.json")):
+            time.sleep(0.1)
+        time.sleep(2)  # mid-trial
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        t_kill = time.monotonic()
+        out, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - t_kill
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out
+    assert took < 10, took
+    assert "hardworker on hardworker" in out, out
+    # No XDP program and no role process left anywhere.
+    for h in inv.hosts:
+        links = lab.ns_exec(inv, h.name, ["ip", "link", "show"]).stdout
+        assert "xdp" not in links, (h.name, links)
+    state = str(Path(inv.hardworker.checkout).parent.parent)
+    left = subprocess.run(["pgrep", "-af", f"roles\\.(sensor|hardworker|logger) --config {state}"],
+                          capture_output=True, text=True).stdout
+    assert not left.strip(), left
+    # The partial results are kept and marked failed.
+    run_id = re.search(r"run (\S+-kill) FAILED", out).group(1)
+    run = json.loads((CHECKOUT / "results" / run_id / "run.json").read_text())
+    assert run["status"] == "failed" and "hardworker" in run["failure"]
+    assert (CHECKOUT / "results" / run_id / "summary.json").exists()
