@@ -18,6 +18,7 @@ Measurement (see DESIGN.md): after go.json a sampler thread snapshots, at the wi
 delivered count, and writes hardworker-<i>.samples.csv every 100 ms.
 """
 
+import contextlib
 import csv
 import logging
 import os
@@ -284,7 +285,7 @@ def run_tcp(role, decider, streams, done, go):
 def run_xdp(role, decider, streams, done, go):
     from roles.reassembly import Reassembler
     from roles.skim import HardworkerSkim
-    from roles.xdp import bpf_stats_enabled
+    from roles.xdp import bpf_stats_enabled, receive_offloads_off
 
     cfg, stop = role.cfg, role.stop
     hosts, wk = cfg["hosts"], cfg["wakeup"]
@@ -298,9 +299,11 @@ def run_xdp(role, decider, streams, done, go):
     role.summary["setup_cpu_s"] = time.process_time() - t0  # compiling: outside the window
     reasm = Reassembler()
     delay_s = cfg["consumer_delay_us"] / 1e6
+    restore = contextlib.ExitStack()  # interface settings changed for the xdp path
     try:
         if stop.is_set():  # SIGTERM while compiling: never attach
             raise runtime.Stopped("stopped before attaching XDP")
+        role.summary["offloads_turned_off"] = restore.enter_context(receive_offloads_off(cfg["interface"]))
         skim.attach()
         log.info("HardworkerSkim attached on %s (%s)", cfg["interface"], cfg["xdp_mode"])
         role.ready()
@@ -346,6 +349,7 @@ def run_xdp(role, decider, streams, done, go):
             log.warning("skim counters: %s", exc)
         skim.close()
         log.info("HardworkerSkim detached")
+        restore.close()
 
 
 def run_idle(role, decider, streams, done, go):

@@ -31,6 +31,10 @@ def connect(cfg, src_ip, dst, what):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, cfg["tos"])
+    if cfg["mode"] == "xdp":
+        # No segment may exceed what the hardworker's XDP program captures (it would be
+        # dropped, never forwarded uncaptured): cap the MSS, with or without TCP timestamps.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, cfg["capture_bytes"])
     sock.settimeout(cfg["connect_timeout_s"])
     try:
         sock.bind((src_ip, 0))

@@ -226,11 +226,36 @@ def bpf_stats(bpf_or_prog_fd, fn_name=None):
 
 
 _STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
+_BPF_ENABLE_STATS = 32  # bpf(2) command; attr.enable_stats.type = BPF_STATS_RUN_TIME (0)
+
+
+def _enable_stats_fd():
+    """BPF_ENABLE_STATS: run-time stats stay on while the returned fd is open. The kernel counts
+    the holders, so unlike toggling the sysctl, a concurrent user cannot switch them off under
+    us (seen here: another process restoring the sysctl mid-window gave run_cnt = 0)."""
+    import ctypes
+    import platform
+
+    nr = _NR_BPF.get(platform.machine())
+    if nr is None:
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = ctypes.create_string_buffer(8)  # union bpf_attr { struct { __u32 type; } enable_stats; }
+    fd = libc.syscall(nr, _BPF_ENABLE_STATS, attr, ctypes.sizeof(attr))
+    return fd if fd >= 0 else None
 
 
 @contextlib.contextmanager
 def bpf_stats_enabled():
-    """Set kernel.bpf_stats_enabled=1 for the block, then restore the previous value."""
+    """BPF program run-time stats on for the block: via BPF_ENABLE_STATS (kernel >= 5.8), else by
+    setting kernel.bpf_stats_enabled=1 and restoring the previous value."""
+    fd = _enable_stats_fd()
+    if fd is not None:
+        try:
+            yield
+        finally:
+            os.close(fd)
+        return
     with open(_STATS_SYSCTL) as f:
         old = f.read().strip()
     with open(_STATS_SYSCTL, "w") as f:
@@ -240,6 +265,31 @@ def bpf_stats_enabled():
     finally:
         with open(_STATS_SYSCTL, "w") as f:
             f.write(old)
+
+
+@contextlib.contextmanager
+def receive_offloads_off(ifname):
+    """GRO/LRO off on the interface for the block, restored afterwards.
+
+    Generic XDP runs after GRO: merged segments would be larger than the capture size and
+    dropped (never forwarded uncaptured), so the stream would stall. Wi-Fi drivers use GRO
+    through mac80211; veths in the lab have it off already."""
+    changed = []
+    try:
+        out = subprocess.run(["ethtool", "-k", ifname], capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        log.warning("no ethtool: cannot check GRO/LRO on %s", ifname)
+        out = ""
+    for feature, short in (("generic-receive-offload", "gro"), ("large-receive-offload", "lro")):
+        m = re.search(rf"^{feature}: on(?! \[fixed\])", out, re.M)
+        if m and subprocess.run(["ethtool", "-K", ifname, short, "off"], capture_output=True).returncode == 0:
+            changed.append(short)
+            log.info("%s off on %s for the xdp path", short, ifname)
+    try:
+        yield changed
+    finally:
+        for short in changed:
+            subprocess.run(["ethtool", "-K", ifname, short, "on"], capture_output=True)
 
 
 _NR_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "armv6l": 386, "i686": 357}
