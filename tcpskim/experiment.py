@@ -160,19 +160,23 @@ class Runner:
         self.watch(trial, cfgs, start_at)
         return self.finish(folder, trial, cfgs)
 
-    def _alive(self, host: Host, cfg: dict) -> tuple[set[str], set[str]]:
-        """(running role names, role names with a summary) on one host: cheap shell, no Python start-up
-        on the measured host."""
+    def _alive(self, host: Host, cfg: dict) -> tuple[set[str], set[str], int | None]:
+        """(running role names, role names with a summary, records the hardworker delivered so far)
+        on one host: cheap shell, no Python start-up on the measured host."""
         st, out = shlex.quote(cfg["state_dir"] + "/pids"), shlex.quote(cfg["out_dir"])
         r = self.fleet.run(host, f"cd {st} 2>/dev/null && for f in *.pid; do [ -e \"$f\" ] && "
                                  f"kill -0 \"$(cat \"$f\")\" 2>/dev/null && echo \"run ${{f%.pid}}\"; done; "
                                  f"cd {out} && for f in *.summary.json; do [ -e \"$f\" ] && "
-                                 f"echo \"sum ${{f%.summary.json}}\"; done; true", root=True)
-        running, done = set(), set()
+                                 f"echo \"sum ${{f%.summary.json}}\"; done; "
+                                 f"tail -n1 hardworker-0.samples.csv 2>/dev/null | sed 's/^/smp /'; true", root=True)
+        running, done, delivered = set(), set(), None
         for line in r.stdout.split("\n"):
             kind, _, name = line.partition(" ")
+            if kind == "smp":
+                fields = name.split(",")
+                delivered = int(fields[3]) if len(fields) > 3 and fields[3].isdigit() else None
             (running if kind == "run" else done if kind == "sum" else set()).add(name)
-        return running, done
+        return running, done, delivered
 
     def watch(self, trial: Trial, cfgs: dict, start_at: float):
         """Until the sensors are done (or the idle window passed), checking every role is alive."""
@@ -193,8 +197,12 @@ class Runner:
                 if bar is not None:
                     bar.n = min(bar.total, max(0, round(time.time() - (end - bar.total))))
                     bar.refresh()
-                res = self.fleet.each([h for h, _, _ in hosts.values()],
-                                      lambda h: ("ok", "", dict(zip(("run", "sum"), self._alive(h, hosts[h.name][1])))))
+                res = self.fleet.each([h for h, _, _ in hosts.values()], lambda h: (
+                    "ok", "", dict(zip(("run", "sum", "delivered"), self._alive(h, hosts[h.name][1])))))
+                if bar is not None:
+                    got = [r.data["delivered"] for r in res if not r.failed and r.data["delivered"] is not None]
+                    if got:
+                        bar.set_postfix_str(f"delivered {got[0]}", refresh=True)
                 sensors_done = True
                 for r in res:
                     if r.failed:
@@ -273,7 +281,9 @@ class Runner:
             for i, trial in enumerate(self.plan):
                 self.out(f"[{i + 1}/{len(self.plan)}] {trial.id}  (elapsed {time.time() - t_run:.0f} s)")
                 summaries = self.run_trial(folder, trial, facts)
-                row = trial_row(folder.run_id, trial, p, summaries, self.idle_rate)
+                skew = 0.0 if self.inv.lab else \
+                    self.info[self.inv.hardworker.name].offset_s - self.info[self.sensors[0].name].offset_s
+                row = trial_row(folder.run_id, trial, p, summaries, self.idle_rate, skew)
                 if trial.mode == "idle" and row.get("_idle_rate") is not None:
                     self.idle_rate[trial.repeat] = row["_idle_rate"]
                 rows.append(row)

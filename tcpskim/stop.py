@@ -24,11 +24,11 @@ def stop_host(fleet: Fleet, host: Host, timeout: float = 5.0) -> HostResult:
         parts.append(f"stopped {', '.join(map(str, r['stopped']))}")
     if r.get("killed"):
         parts.append(f"KILLED {', '.join(map(str, r['killed']))}")
-    if r.get("detached"):
+    if r.get("xdp_detached"):
         parts.append(f"detached XDP from {host.interface}")
-    changed = bool(stopped or r.get("detached"))
+    changed = bool(stopped or r.get("xdp_detached"))
     return HostResult(host.name, "changed" if changed else "ok", "; ".join(parts) or "nothing running",
-                      {"detached": bool(r.get("detached"))})
+                      {"detached": bool(r.get("xdp_detached"))})
 
 
 def stop(fleet: Fleet, hosts: list[Host], timeout: float = 5.0) -> list[HostResult]:

@@ -55,7 +55,9 @@ def test_run_experiment_then_collect(deployed):
     # The printed table: both modes and the ratio.
     table = c.stdout
     assert re.search(r"^xdp\s+50\s+1024\s+3\s", table, re.M) and re.search(r"^tcp\s+50\s+1024\s+3\s", table, re.M)
-    assert re.search(r"^\s*50\s+1024\s+3\s+3\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\[", table, re.M), table
+    # The ratio row: n xdp, n tcp, both means and the ratio (its CI may be undefined when the
+    # shared machine is noisy; CI here runs alone).
+    assert re.search(r"^\s*50\s+1024\s+3\s+3\s+-?[\d.]+\s+-?[\d.]+\s+[\d.]+\s", table, re.M), table
     report = (d / "report.md").read_text()
     for png in ("cpu_per_record.png", "cpu_over_time.png", "latency_cdf.png"):
         assert png in report

@@ -107,3 +107,20 @@ def test_stop_is_safe_any_time(e2e_lab):
         r = run_invoke(path, "stop")
         assert r.returncode == 0, r.stdout + r.stderr
         assert "nothing running" in r.stdout
+
+
+def test_stop_detaches_a_leftover_xdp_program(e2e_lab):
+    """A role killed with SIGKILL leaves its XDP program attached (netlink attachments outlive
+    the process): `invoke stop` finds and removes it."""
+    inv, path = e2e_lab
+    hw = inv.hardworker
+    leave = ("from bcc import BPF; b = BPF(text='int p(struct xdp_md *c) { return XDP_PASS; }'); "
+             f"BPF.attach_xdp('{hw.interface}', b.load_func('p', BPF.XDP), BPF.XDP_FLAGS_SKB_MODE)")
+    r = lab.ns_exec(inv, hw.name, ["/usr/bin/python3", "-c", leave])
+    assert r.returncode == 0, r.stderr
+    assert "xdpgeneric" in lab.ns_exec(inv, hw.name, ["ip", "link", "show", hw.interface]).stdout
+    s = run_invoke(path, "stop")
+    assert s.returncode == 0, s.stdout + s.stderr
+    row = next(line for line in s.stdout.splitlines() if line.startswith("hardworker "))
+    assert "changed" in row and f"detached XDP from {hw.interface}" in row, row
+    assert "xdp" not in lab.ns_exec(inv, hw.name, ["ip", "link", "show", hw.interface]).stdout
