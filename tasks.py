@@ -25,7 +25,7 @@ def _inventory(path):
     try:
         return inventory_mod.load(path)
     except inventory_mod.InventoryError as exc:
-        raise Exit(f"error: {exc}", code=2)
+        raise Exit(f"error: {exc}", code=2) from None
 
 
 @contextlib.contextmanager
@@ -43,7 +43,7 @@ def _select(inv, hosts):
     try:
         return inv.select(hosts)
     except inventory_mod.InventoryError as exc:
-        raise Exit(f"error: {exc}", code=2)
+        raise Exit(f"error: {exc}", code=2) from None
 
 
 # --- lab ------------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ def lab_up(c, inventory=None):
     try:
         lab.up(inv)
     except lab.LabError as exc:
-        raise Exit(f"error: {exc}", code=1)
+        raise Exit(f"error: {exc}", code=1) from None
 
 
 @task(help={"inventory": INV_HELP})
@@ -75,7 +75,7 @@ def lab_down(c, inventory=None):
     try:
         lab.down(inv)
     except lab.LabError as exc:
-        raise Exit(f"error: {exc}", code=1)
+        raise Exit(f"error: {exc}", code=1) from None
 
 
 @task(help={"inventory": INV_HELP})
@@ -89,7 +89,7 @@ def lab_status(c, inventory=None):
     try:
         rows = lab.status(inv)
     except lab.LabError as exc:
-        raise Exit(f"error: {exc}", code=1)
+        raise Exit(f"error: {exc}", code=1) from None
     print(tabulate(rows, headers="keys"))
 
 
@@ -192,12 +192,12 @@ def run_experiment(c, inventory=None, rate=None, size=None, duration=None, warmu
                    repeat=repeat, wakeup=wakeup, sensors=sensors, idle=idle, tag=tag,
                    max_sensors=len(inv.sensors), work_us=work_us)
     except inventory_mod.InventoryError as exc:
-        raise Exit(f"error: {exc}", code=2)
+        raise Exit(f"error: {exc}", code=2) from None
     with _fleet(c, inv) as fleet:
         try:
             Runner(fleet, p, progress=progress and sys.stderr.isatty()).run()
-        except RunFailed:
-            raise Exit(code=1)
+        except RunFailed:  # the runner already printed what failed and where the results are
+            raise Exit(code=1) from None
 
 
 def _run_dir(run):
@@ -205,10 +205,12 @@ def _run_dir(run):
     from tcpskim.results import RunFolder
 
     base = CHECKOUT / "results"
+    if run not in ("", "latest"):
+        return base / run if (base / run).exists() else Path(run)
     try:
-        return RunFolder.latest(base).path if run in ("", "latest") else (base / run if (base / run).exists() else Path(run))
+        return RunFolder.latest(base).path
     except FileNotFoundError as exc:
-        raise Exit(f"error: {exc}: run invoke run-experiment first", code=2)
+        raise Exit(f"error: {exc}: run invoke run-experiment first", code=2) from None
 
 
 def _render(run_dir):

@@ -103,7 +103,7 @@ def headers_shim(args) -> dict:
     if build.exists():
         return {"headers": str(build.resolve()), "shim": build.is_symlink() and "linux-headers" in os.readlink(build)}
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-    candidates = sorted(glob.glob(f"/usr/src/linux-headers-*-{arch}") + glob.glob(f"/usr/src/linux-headers-*-rpi-*"))
+    candidates = sorted(glob.glob(f"/usr/src/linux-headers-*-{arch}") + glob.glob("/usr/src/linux-headers-*-rpi-*"))
     if not candidates:
         raise RuntimeError(f"no kernel headers for {platform.release()} and no /usr/src/linux-headers-*-{arch} "
                            f"package to link (install linux-headers-{arch})")

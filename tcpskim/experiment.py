@@ -16,7 +16,6 @@ import json
 import shlex
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from . import CHECKOUT, localgit
 from .clock import offset as clock_offset

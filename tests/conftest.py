@@ -82,3 +82,12 @@ def e2e_lab(tmp_path_factory):
     finally:
         run_invoke(path, "stop", timeout=120)
         lab.down(inv, log=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def deployed(e2e_lab):
+    """The e2e lab after ``invoke lab.up deploy fix-network`` (the hosts run committed HEAD)."""
+    inv, path = e2e_lab
+    r = run_invoke(path, "lab.up", "deploy", "fix-network")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return inv, path

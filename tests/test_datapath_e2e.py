@@ -16,15 +16,6 @@ from tcpskim.experiment import Runner
 from tcpskim.fleet import Fleet
 from tcpskim.plan import params
 
-from conftest import run_invoke
-
-
-@pytest.fixture(scope="module")
-def deployed(e2e_lab):
-    inv, path = e2e_lab
-    r = run_invoke(path, "lab.up", "deploy", "fix-network")
-    assert r.returncode == 0, r.stdout + r.stderr
-    return inv, path
 
 
 def snmp(inv, host) -> dict:

@@ -21,14 +21,6 @@ from tcpskim import CHECKOUT, lab
 from conftest import ROOT, run_invoke
 
 
-@pytest.fixture(scope="module")
-def deployed(e2e_lab):
-    inv, path = e2e_lab
-    r = run_invoke(path, "lab.up", "deploy", "fix-network")
-    assert r.returncode == 0, r.stdout + r.stderr
-    return inv, path
-
-
 def run_id_of(stdout: str) -> str:
     return re.search(r"^run (\S+) ok: ", stdout, re.M).group(1)
 

@@ -7,7 +7,6 @@ import re
 import subprocess
 import time
 
-import pytest
 
 from tcpskim import lab, localgit
 
