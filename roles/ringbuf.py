@@ -105,8 +105,12 @@ class RingReader:
             return True
         return bool(self._ep.poll(timeout_ms / 1000.0 if timeout_ms >= 0 else -1)) or self.pending()
 
-    def drain(self, max_records=None):
-        """Consume committed records in ring order; returns a list of ``bytes`` (the samples)."""
+    def drain(self, max_records=None, parse=None):
+        """Consume committed records in ring order; returns a list of ``bytes`` (the samples).
+
+        With ``parse(mem, spans)`` the records are not copied out first: ``parse`` gets the
+        mapped memory and the (start, end) offsets of each sample, must copy out what it keeps
+        (the space is handed back to the producer on return), and its result is returned."""
         mv = self._mv
         data_off = self._data_off
         mask = self.mask
@@ -134,10 +138,10 @@ class RingReader:
             return []
         fence()  # samples of headers seen committed are complete
         mm = self._prod
-        out = [mm[a:b] for a, b in spans]
+        out = [mm[a:b] for a, b in spans] if parse is None else parse(mm, spans)
         fence()  # our copies are done before the producer may reuse the space
         _U64.pack_into(self._cons, 0, pos)
-        self.records += len(out)
+        self.records += len(spans)
         return out
 
     def close(self):

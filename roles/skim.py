@@ -85,17 +85,22 @@ class HardworkerSkim(_Attached):
 
     def drain(self, max_records=None):
         """[(key, seq, flags, payload_bytes), ...] in ring order; key = (saddr_str, sport)."""
+        return self.reader.drain(max_records, self._parse)
+
+    def _parse(self, mem, spans):
+        # Parse in place in the mapped ring: the payload is the only copy made per record.
         out = []
         append = out.append
         unpack = _REC.unpack_from
         ntoa = socket.inet_ntoa
         addrs = {}
-        for rec in self.reader.drain(max_records):
-            saddr, sport, flags, seq, ln = unpack(rec)
+        for start, _ in spans:
+            saddr, sport, flags, seq, ln = unpack(mem, start)
             a = addrs.get(saddr)
             if a is None:
                 a = addrs[saddr] = ntoa(saddr)
-            append(((a, sport), seq, flags, rec[_REC_SZ:_REC_SZ + ln]))
+            p = start + _REC_SZ
+            append(((a, sport), seq, flags, mem[p:p + ln]))
         return out
 
     def counters(self):
