@@ -62,7 +62,7 @@ def install_deps(fleet: Fleet, host: Host) -> str:
                      root=True, warn=True, timeout=1800).exited == 0:
             got.append(h)
             break
-    return f"installed {pkgs}" + (f" {got[0]}" if got else " (no kernel headers package found)")
+    return f"apt: {pkgs}" + (f" {got[0]}" if got else " (no kernel headers package found)") + " present"
 
 
 def check_runtime(fleet: Fleet, host: Host) -> dict:

@@ -170,11 +170,14 @@ class Runner:
                                  f"tail -n1 hardworker-0.samples.csv 2>/dev/null | sed 's/^/smp /'; true", root=True)
         running, done, delivered = set(), set(), None
         for line in r.stdout.split("\n"):
-            kind, _, name = line.partition(" ")
-            if kind == "smp":
-                fields = name.split(",")
+            kind, _, rest = line.partition(" ")
+            if kind == "run":
+                running.add(rest)
+            elif kind == "sum":
+                done.add(rest)
+            elif kind == "smp":  # t,cpu_busy_s,process_cpu_s,delivered
+                fields = rest.split(",")
                 delivered = int(fields[3]) if len(fields) > 3 and fields[3].isdigit() else None
-            (running if kind == "run" else done if kind == "sum" else set()).add(name)
         return running, done, delivered
 
     def watch(self, trial: Trial, cfgs: dict, start_at: float):
