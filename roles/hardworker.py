@@ -42,12 +42,38 @@ USER_HZ = os.sysconf("SC_CLK_TCK")
 
 # ---------------------------------------------------------------------------- measurement
 
-def cpu_idle_s(cpus) -> float:
-    """Sum of idle + iowait seconds of ``cpus`` from /proc/stat.
+def _cpuidle_s(cpu: int):
+    """Idle seconds of one CPU from cpuidle's per-state residency (µs), or None without cpuidle."""
+    total, found = 0, False
+    base = f"/sys/devices/system/cpu/cpu{cpu}/cpuidle"
+    try:
+        states = os.listdir(base)
+    except OSError:
+        return None
+    for st in states:
+        try:
+            with open(f"{base}/{st}/time") as f:
+                total += int(f.read())
+                found = True
+        except (OSError, ValueError):
+            return None
+    return total / 1e6 if found else None
 
-    Only the idle columns are used: with NO_HZ the kernel reports them from precise idle-time
+
+def cpu_idle_s(cpus) -> float:
+    """Sum of idle + iowait seconds of ``cpus``. Busy = elapsed - idle.
+
+    Only idle figures are used: with NO_HZ the kernel keeps them from precise idle-time
     accounting, while the busy columns come from tick sampling that misses short bursts
-    (DESIGN.md measured ~1/10 of the real busy time). Busy = elapsed - idle."""
+    (DESIGN.md measured ~1/10 of the real busy time). /proc/stat prints them in 10 ms units,
+    which at 50 Hz x 10 s is +-20 µs per record; cpuidle's residency counters are in µs but
+    miss an idle period still in progress. So: cpuidle when the set is the single CPU this
+    thread is pinned to (reading it proves that CPU awake), /proc/stat otherwise."""
+    cpus = list(cpus)
+    if len(cpus) == 1 and os.sched_getaffinity(0) == {cpus[0]}:
+        t = _cpuidle_s(cpus[0])
+        if t is not None:
+            return t
     want = {f"cpu{c}" for c in cpus}
     idle = 0
     with open("/proc/stat") as f:
@@ -347,9 +373,11 @@ def run_xdp(role, decider, streams, done, go):
             role.summary["reassembly"] = reasm.stats()
         except Exception as exc:  # noqa: BLE001 - detaching matters more
             log.warning("skim counters: %s", exc)
-        skim.close()
-        log.info("HardworkerSkim detached")
-        restore.close()
+        try:
+            skim.close()
+            log.info("HardworkerSkim detached")
+        finally:
+            restore.close()  # GRO/LRO back on even if detaching failed
 
 
 def run_idle(role, decider, streams, done, go):

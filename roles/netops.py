@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -103,7 +104,8 @@ def headers_shim(args) -> dict:
     if build.exists():
         return {"headers": str(build.resolve()), "shim": build.is_symlink() and "linux-headers" in os.readlink(build)}
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-    candidates = sorted(glob.glob(f"/usr/src/linux-headers-*-{arch}") + glob.glob("/usr/src/linux-headers-*-rpi-*"))
+    candidates = sorted(glob.glob(f"/usr/src/linux-headers-*-{arch}") + glob.glob("/usr/src/linux-headers-*-rpi-*"),
+                        key=lambda p: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", p)])
     if not candidates:
         raise RuntimeError(f"no kernel headers for {platform.release()} and no /usr/src/linux-headers-*-{arch} "
                            f"package to link (install linux-headers-{arch})")

@@ -197,8 +197,10 @@ def detach(ifname, mode="generic"):
                 pass
     except ImportError:
         pass
-    if attached_prog(ifname) is not None and mode == "auto":
+    if attached_prog(ifname) is not None:  # another mode, or remove_xdp failed quietly
         detach_any(ifname)
+    if attached_prog(ifname) is not None:
+        raise RuntimeError(f"an XDP program is still attached to {ifname} after detaching")
     return True
 
 

@@ -13,6 +13,7 @@ and marks the run failed. One folder per run: ``results/<run-id>/`` (see results
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import time
 from dataclasses import dataclass
@@ -92,6 +93,10 @@ class Runner:
         self.hosts = [self.inv.logger, self.inv.hardworker, *self.sensors]
         self.info: dict[str, HostInfo] = {}
         self.cpus = cpu_plan(self.inv)
+        # In the lab the control side (SSH threads, polling) shares the hosts' CPUs: keep it
+        # off the hardworker's dedicated CPU during the run, like every lab sshd.
+        self.control_cpus = self.cpus.get(next((h.name for h in self.inv.hosts if h.role != "hardworker"), ""),
+                                          []) if self.inv.lab is not None and hasattr(os, "sched_setaffinity") else []
         self.idle_rate: dict[int, float] = {}  # repeat -> busy CPU s per s with no traffic
 
     # --- configs -------------------------------------------------------------------------
@@ -274,6 +279,9 @@ class Runner:
         folder.start(params=p.as_dict(), inventory=self.inv, lab=self.inv.lab is not None,
                      control_commit=localgit.head())
         rows = []
+        affinity = os.sched_getaffinity(0) if self.control_cpus else None
+        if self.control_cpus:
+            os.sched_setaffinity(0, self.control_cpus)
         try:
             facts = preflight(self.fleet, self.hosts)
             for h in self.hosts:
@@ -301,6 +309,9 @@ class Runner:
             folder.finish("failed", reason)
             self.out(f"run {folder.run_id} FAILED: partial results in {folder.path}")
             raise RunFailed(reason) from None
+        finally:
+            if affinity:
+                os.sched_setaffinity(0, affinity)
         folder.finish("ok")
         self.out(f"run {folder.run_id} ok: {folder.path}")
         return folder

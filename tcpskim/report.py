@@ -97,7 +97,8 @@ def load_run(run_dir) -> tuple[dict, list[dict]]:
 # ----------------------------------------------------------------------------- helpers
 
 def _ok(row) -> bool:
-    return row.get("status", "ok") == "ok"
+    """In the statistics: ok trials, and incomplete ones (their CPU figures are real; flagged)."""
+    return row.get("status", "ok") in ("ok", "incomplete")
 
 
 def _mode_key(mode):
@@ -143,6 +144,8 @@ def _groups(rows, modes=None):
 
 def _row_problems(row) -> list[str]:
     probs = [] if _ok(row) else ["FAILED"]
+    if row.get("status") == "incomplete":
+        probs.append("INCOMPLETE")
     for col, label in _PROBLEM_COLS:
         if (row.get(col) or 0) != 0:
             probs.append(f"{label} {row[col]}")

@@ -129,14 +129,16 @@ def trial_row(run_id: str, trial, p, summaries: dict, idle_rate: dict, clock_ske
         hw_cpu_us_per_record=((busy - (baseline or 0.0)) / n_win * 1e6) if busy is not None and n_win else None,
         # The measurement's own sampler thread is not the hardworker's cost: it is reported
         # apart (hw_sampler_cpu_s), and the idle baseline removes it from the busy figure.
-        hw_process_cpu_us_per_record=((win["process_cpu_s"] - (win.get("sampler_cpu_s") or 0.0)) / n_win * 1e6)
-        if win.get("process_cpu_s") is not None and n_win else None,
+        hw_process_cpu_us_per_record=((win["process_cpu_s"] - win["sampler_cpu_s"]) / n_win * 1e6)
+        if win.get("process_cpu_s") is not None and win.get("sampler_cpu_s") is not None and n_win else None,
         bpf_ns_per_packet=(win["bpf_run_time_ns"] / win["bpf_run_cnt"]) if win.get("bpf_run_cnt") else None,
         latency_p50_us=_minus((hw.get("latency_us") or {}).get("p50"), clock_skew_s * 1e6),
         latency_p99_us=_minus((hw.get("latency_us") or {}).get("p99"), clock_skew_s * 1e6),
         achieved_rate_hz=(sum(s.get("achieved_rate_hz") or 0 for s in sensors) or None),
     )
+    if row["delivered"] is not None:  # records missing after the last delivered one are lost too
+        row["lost"] = max(row["lost"] or 0, row["sent"] - row["delivered"] - (row["duplicates"] or 0))
     if row["lost"] or row["duplicates"] or row["corrupt"] or row["delivered"] != row["sent"] \
-            or row["logged"] != row["sent"]:
+            or row["logged"] != row["sent"] or not win.get("complete"):
         row["status"] = "incomplete"
     return row

@@ -7,6 +7,8 @@ that removes it. Safe to run any number of times, with nothing running, or befor
 
 from __future__ import annotations
 
+import shlex
+
 from .fleet import Fleet, HostResult, remote_path
 from .inventory import Host
 
@@ -14,7 +16,7 @@ from .inventory import Host
 def stop_host(fleet: Fleet, host: Host, timeout: float = 5.0) -> HostResult:
     if fleet.run(host, f"test -d {remote_path(host.checkout)}/roles", warn=True).exited != 0:
         # No checkout yet, so no roles; still sweep XDP with iproute2 in case something is left.
-        fleet.run(host, f"ip link set dev {host.interface} xdp off", root=True, warn=True)
+        fleet.run(host, f"ip link set dev {shlex.quote(host.interface)} xdp off", root=True, warn=True)
         return HostResult(host.name, "ok", "no checkout: nothing to stop")
     r = fleet.hostctl(host, "stop", "--interface", host.interface, "--timeout", str(timeout),
                       timeout=timeout + 60)

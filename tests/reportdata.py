@@ -76,7 +76,8 @@ def make_run(root, *, run_id="20240101T000000-test", rates=(1000, 2000), sizes=(
                 "hw_cpu_us_per_record": None, "hw_process_cpu_us_per_record": None,
                 "bpf_ns_per_packet": None, "ctx_switches": 20, "peak_rss_bytes": 30_000_000,
                 "latency_p50_us": None, "latency_p99_us": None, "achieved_rate_hz": None,
-                "status": "failed" if idx in failed else "ok", "wakeup": wakeup})
+                "status": "failed" if idx in failed else
+                ("incomplete" if lost.get(idx) or duplicates.get(idx) else "ok"), "wakeup": wakeup})
             idx += 1
         for rate in rates:
             for size in sizes:

@@ -1,0 +1,52 @@
+"""The summary row of a trial: the per-record CPU formula, baseline, sampler, faults."""
+
+import pytest
+
+from tcpskim.plan import Trial, params
+from tcpskim.results import trial_row
+
+P = params({"rate": 50.0, "size": 1024, "duration": 5.0, "warmup": 1.0, "tail": 1.0, "modes": ["xdp", "tcp"],
+            "repeat": 1, "wakeup": "per-record", "idle": True, "work_us": 0.0})
+
+
+def summaries(sent=1100, delivered=1100, stored=1100, complete=True, **win):
+    w = {"complete": complete, "elapsed_s": 5.0, "cpu_busy_s": 0.5, "process_cpu_s": 0.3, "sampler_cpu_s": 0.05,
+         "delivered_in_window": 1000, "bpf_run_time_ns": 5_000_000, "bpf_run_cnt": 10_000,
+         "ctx_voluntary": 900, "ctx_involuntary": 100} | win
+    return {("hw", "hardworker", 0): {"delivered": delivered, "lost": 0, "duplicates": 0, "corrupt": 0,
+                                      "window": w, "peak_rss_bytes": 1 << 24,
+                                      "latency_us": {"p50": 300.0, "p99": 900.0}},
+            ("lg", "logger", 0): {"stored": stored},
+            ("s1", "sensor", 1): {"sent": sent, "achieved_rate_hz": 50.0}}
+
+
+def test_idle_trial_gives_the_baseline_rate():
+    row = trial_row("r", Trial(0, 0, "idle", 0.0, 0), P, summaries(cpu_busy_s=0.1), {})
+    assert row["_idle_rate"] == pytest.approx(0.1 / 5.0)
+
+
+def test_cpu_per_record_subtracts_the_scaled_baseline_and_the_sampler():
+    row = trial_row("r", Trial(1, 0, "xdp", 50.0, 1024), P, summaries(), {0: 0.02})
+    assert row["hw_idle_baseline_cpu_s"] == pytest.approx(0.1)  # 0.02 CPU-s/s x 5 s
+    assert row["hw_cpu_us_per_record"] == pytest.approx((0.5 - 0.1) / 1000 * 1e6)  # 400 µs
+    assert row["hw_process_cpu_us_per_record"] == pytest.approx((0.3 - 0.05) / 1000 * 1e6)  # 250 µs
+    assert row["bpf_ns_per_packet"] == pytest.approx(500.0)
+    assert row["ctx_switches"] == 1000 and row["status"] == "ok"
+    assert (row["sent"], row["delivered"], row["logged"], row["lost"]) == (1100, 1100, 1100, 0)
+
+
+def test_missing_tail_is_lost_and_the_trial_incomplete():
+    row = trial_row("r", Trial(1, 0, "tcp", 50.0, 1024), P, summaries(delivered=1090), {0: 0.02})
+    assert row["lost"] == 10 and row["status"] == "incomplete"
+
+
+def test_unclosed_window_or_unknown_sampler_is_not_hidden():
+    row = trial_row("r", Trial(1, 0, "xdp", 50.0, 1024), P, summaries(complete=False, sampler_cpu_s=None), {0: 0.0})
+    assert row["status"] == "incomplete"
+    assert row["hw_process_cpu_us_per_record"] is None
+
+
+def test_latency_takes_out_the_clock_skew():
+    row = trial_row("r", Trial(1, 0, "xdp", 50.0, 1024), P, summaries(), {}, clock_skew_s=0.0002)
+    assert row["latency_p50_us"] == pytest.approx(100.0) and row["latency_p99_us"] == pytest.approx(700.0)
+    assert row["hw_idle_baseline_cpu_s"] is None  # no idle trial: nothing subtracted, and the row says so
