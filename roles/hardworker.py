@@ -42,22 +42,32 @@ USER_HZ = os.sysconf("SC_CLK_TCK")
 
 # ---------------------------------------------------------------------------- measurement
 
-def _cpuidle_s(cpu: int):
-    """Idle seconds of one CPU from cpuidle's per-state residency (µs), or None without cpuidle."""
-    total, found = 0, False
-    base = f"/sys/devices/system/cpu/cpu{cpu}/cpuidle"
+def _tick_idle_s(cpu: int):
+    """Idle + iowait seconds of one CPU from /proc/timer_list (ns), or None.
+
+    The same nohz idle accounting /proc/stat prints in 10 ms units, at full resolution; the
+    period in progress is left out, so it is exact only when read while ``cpu`` is awake."""
     try:
-        states = os.listdir(base)
+        with open("/proc/timer_list") as f:
+            text = f.read()
     except OSError:
         return None
-    for st in states:
-        try:
-            with open(f"{base}/{st}/time") as f:
-                total += int(f.read())
-                found = True
-        except (OSError, ValueError):
-            return None
-    return total / 1e6 if found else None
+    cur, idle, iowait, active = None, None, None, None
+    for line in text.splitlines():
+        if line.startswith("cpu: "):
+            cur = int(line[5:])
+        elif cur == cpu:
+            key, _, val = line.strip().partition(":")
+            key = key.strip()
+            if key == ".idle_sleeptime":
+                idle = int(val.split()[0])
+            elif key == ".iowait_sleeptime":
+                iowait = int(val.split()[0])
+            elif key == ".idle_active":
+                active = int(val.split()[0])
+    if idle is None or iowait is None or active:
+        return None
+    return (idle + iowait) / 1e9
 
 
 def cpu_idle_s(cpus) -> float:
@@ -65,13 +75,14 @@ def cpu_idle_s(cpus) -> float:
 
     Only idle figures are used: with NO_HZ the kernel keeps them from precise idle-time
     accounting, while the busy columns come from tick sampling that misses short bursts
-    (DESIGN.md measured ~1/10 of the real busy time). /proc/stat prints them in 10 ms units,
-    which at 50 Hz x 10 s is +-20 µs per record; cpuidle's residency counters are in µs but
-    miss an idle period still in progress. So: cpuidle when the set is the single CPU this
-    thread is pinned to (reading it proves that CPU awake), /proc/stat otherwise."""
+    (DESIGN.md measured ~1/10 of the real busy time). /proc/stat prints them in 10 ms units
+    (+-20 µs per record at 50 Hz x 10 s); /proc/timer_list has the same figures in ns but
+    leaves out an idle period in progress. So: timer_list when the set is the single CPU this
+    thread is pinned to (reading it proves that CPU awake), /proc/stat otherwise. (cpuidle's
+    state residency is not used: it leaves out idle entry/exit, ~15 µs per wake-up in a VM.)"""
     cpus = list(cpus)
     if len(cpus) == 1 and os.sched_getaffinity(0) == {cpus[0]}:
-        t = _cpuidle_s(cpus[0])
+        t = _tick_idle_s(cpus[0])
         if t is not None:
             return t
     want = {f"cpu{c}" for c in cpus}
