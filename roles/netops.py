@@ -149,6 +149,14 @@ def check(args) -> dict:
         out["bcc"] = f"compile/load failed: {str(exc).splitlines()[0][:120]}"
         return out
     modes = []
+    busy = None
+    if args.interface:
+        with _ipr() as ipr:
+            xdp = _link(ipr, args.interface).get_attr("IFLA_XDP")
+            busy = xdp.get_attr("IFLA_XDP_PROG_ID") if xdp else None
+    if busy:  # a role (or a leftover) owns the interface: probing would replace its program
+        out["xdp_modes"] = [f"in use (prog {busy})"]
+        return out
     if args.interface:
         for name, flag in (("generic", BPF.XDP_FLAGS_SKB_MODE), ("native", BPF.XDP_FLAGS_DRV_MODE)):
             try:

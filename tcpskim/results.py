@@ -18,7 +18,7 @@ COLUMNS = ["run_id", "trial", "mode", "rate_hz", "size_bytes", "duration_s", "re
            "logged", "lost", "duplicates", "corrupt", "hw_busy_cpu_s", "hw_idle_baseline_cpu_s",
            "hw_cpu_us_per_record", "hw_process_cpu_us_per_record", "bpf_ns_per_packet", "ctx_switches",
            "peak_rss_bytes", "latency_p50_us", "latency_p99_us", "achieved_rate_hz", "status", "wakeup",
-           "hw_sampler_cpu_s"]
+           "hw_sampler_cpu_s", "send_lateness_p99_us"]
 
 
 def _json(path: Path, obj):
@@ -135,6 +135,8 @@ def trial_row(run_id: str, trial, p, summaries: dict, idle_rate: dict, clock_ske
         latency_p50_us=_minus((hw.get("latency_us") or {}).get("p50"), clock_skew_s * 1e6),
         latency_p99_us=_minus((hw.get("latency_us") or {}).get("p99"), clock_skew_s * 1e6),
         achieved_rate_hz=(sum(s.get("achieved_rate_hz") or 0 for s in sensors) or None),
+        # how late the sensors sent against their schedule (worst sensor)
+        send_lateness_p99_us=max(((s.get("lateness_us") or {}).get("p99") or 0.0 for s in sensors), default=None),
     )
     if row["delivered"] is not None:  # records missing after the last delivered one are lost too
         row["lost"] = max(row["lost"] or 0, row["sent"] - row["delivered"] - (row["duplicates"] or 0))

@@ -197,3 +197,18 @@ def test_logger_down_fails_the_sensor_clearly_in_xdp_mode(deployed):
         assert hw["status"] in ("ok", "stopped") and hw["streams"] == [] and hw["delivered"] == 0, hw
         sensor = json.loads(Path(started[1][2]["out_dir"], "sensor-1.summary.json").read_text())
         assert sensor["status"] == "connect_failed" and sensor["sent"] == 0
+
+
+def test_two_sensors_against_one_hardworker_in_xdp_mode(deployed):
+    """Two sensor hosts, two streams through one XDP program: each delivered complete."""
+    inv, _ = deployed
+    folder, rows, _, _ = run(inv, [], rate="200", size="1024", duration=3, warmup=1, modes="xdp", repeat=1,
+                             idle=False, sensors=2)
+    (row,) = rows
+    assert_complete(row)
+    hw = json.loads(next((folder.path / row["trial"] / inv.hardworker.name).glob("hardworker-*.summary.json"))
+                    .read_text())
+    per = hw["per_sensor"]
+    assert sorted(per) == ["1", "2"] and per["1"]["delivered"] == per["2"]["delivered"] == row["sent"] // 2
+    assert len(hw["streams"]) == 2 and all(s["finished"] for s in hw["streams"])
+    assert db_rows(inv, folder, row["trial"]) == row["sent"]
