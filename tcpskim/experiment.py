@@ -154,11 +154,12 @@ class Runner:
                               timeout=READY_TIMEOUT_S[role] + 30)
             except HostError as exc:
                 raise RunFailed(f"{role} on {hname} did not become ready: {exc}") from None
+        # One start time for all, in each host's own clock (control time + its measured offset).
         start_at = time.time() + GO_DELAY_S
-        goers = [(h, c) for (hn, role, i), (h, r, c) in cfgs.items() if role != "logger"]
-        res = fleet.each([h for h, _ in goers], lambda h: ("ok", "", fleet.hostctl(
-            h, "go", "--out-dir", next(c["out_dir"] for hh, c in goers if hh is h),
-            "--start-at", f"{start_at + self.info[h.name].offset_s:.6f}")))
+        go_dirs = {host.name: (host, cfg["out_dir"]) for (_, role, _), (host, _, cfg) in cfgs.items()
+                   if role != "logger"}
+        res = fleet.each([h for h, _ in go_dirs.values()], lambda h: ("ok", "", fleet.hostctl(
+            h, "go", "--out-dir", go_dirs[h.name][1], "--start-at", f"{start_at + self.info[h.name].offset_s:.6f}")))
         if any(r.failed for r in res):
             raise RunFailed("; ".join(f"go on {r.host}: {r.detail}" for r in res if r.failed))
         self.watch(trial, cfgs, start_at)

@@ -37,7 +37,7 @@ def nft_counter(inv, host, table, name) -> int:
 
 def run(inv, out, probe=lambda: None, overrides=None, **kw):
     """One run through the real Runner; ``probe()`` is read after SSH connected and after the run."""
-    p = params(inv.experiment, **kw)
+    p = params(inv.experiment, max_sensors=len(inv.sensors), **kw)
     with Fleet(inv) as fleet:
         # Connect first: the control's SSH sessions must not count as TCP opens of the trial.
         for h in inv.hosts:
