@@ -1,8 +1,8 @@
 """tcpskim's Invoke tasks: the control side's command line (``invoke --list``).
 
 Thin by design: each task validates the inventory, then calls one function of the ``tcpskim``
-package and prints its per-host summary. Every task takes ``--inventory FILE`` (default:
-$TCPSKIM_INVENTORY, else inventory.toml, the local lab).
+package and prints its per-host summary. Every task that talks to hosts takes
+``--inventory FILE`` (default: $TCPSKIM_INVENTORY, else inventory.toml, the local lab).
 """
 
 from __future__ import annotations
@@ -258,7 +258,3 @@ def demo(c, inventory=None, duration=5, repeat=1):
 
 ns = Collection(deploy, doctor, fix_network, stop, accept_host_keys, run_experiment, collect, report, demo)
 ns.add_collection(Collection("lab", up=lab_up, down=lab_down, status=lab_status))
-ns.configure({"run": {"echo": False}})
-
-if sys.platform == "win32":  # invoke's default shell on Windows is cmd.exe; our local commands expect it
-    ns.configure({"run": {"shell": "cmd.exe"}})
