@@ -165,15 +165,17 @@ class Runner:
         self.watch(trial, cfgs, start_at)
         return self.finish(folder, trial, cfgs)
 
-    def _alive(self, host: Host, cfg: dict) -> tuple[set[str], set[str], int | None]:
+    def _alive(self, host: Host, cfg: dict, progress: bool = False) -> tuple[set[str], set[str], int | None]:
         """(running role names, role names with a summary, records the hardworker delivered so far)
-        on one host: cheap shell, no Python start-up on the measured host."""
+        on one host. This runs every second during the measurement window, so it is shell
+        builtins only (no Python, no extra processes) but for ``tail`` when a progress bar
+        wants the delivered count."""
         st, out = shlex.quote(cfg["state_dir"] + "/pids"), shlex.quote(cfg["out_dir"])
-        r = self.fleet.run(host, f"cd {st} 2>/dev/null && for f in *.pid; do [ -e \"$f\" ] && "
-                                 f"kill -0 \"$(cat \"$f\")\" 2>/dev/null && echo \"run ${{f%.pid}}\"; done; "
+        smp = "tail -n1 hardworker-0.samples.csv 2>/dev/null | sed 's/^/smp /'; " if progress else ""
+        r = self.fleet.run(host, f"cd {st} 2>/dev/null && for f in *.pid; do p=; [ -e \"$f\" ] && read p < \"$f\"; "
+                                 f"[ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null && echo \"run ${{f%.pid}}\"; done; "
                                  f"cd {out} && for f in *.summary.json; do [ -e \"$f\" ] && "
-                                 f"echo \"sum ${{f%.summary.json}}\"; done; "
-                                 f"tail -n1 hardworker-0.samples.csv 2>/dev/null | sed 's/^/smp /'; true", root=True)
+                                 f"echo \"sum ${{f%.summary.json}}\"; done; {smp}true", root=True)
         running, done, delivered = set(), set(), None
         for line in r.stdout.split("\n"):
             kind, _, rest = line.partition(" ")
@@ -206,7 +208,7 @@ class Runner:
                     bar.n = min(bar.total, max(0, round(time.time() - (end - bar.total))))
                     bar.refresh()
                 res = self.fleet.each([h for h, _, _ in hosts.values()], lambda h: (
-                    "ok", "", dict(zip(("run", "sum", "delivered"), self._alive(h, hosts[h.name][1])))))
+                    "ok", "", dict(zip(("run", "sum", "delivered"), self._alive(h, hosts[h.name][1], bar is not None)))))
                 if bar is not None:
                     got = [r.data["delivered"] for r in res if not r.failed and r.data["delivered"] is not None]
                     if got:
