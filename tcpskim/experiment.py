@@ -183,8 +183,8 @@ class Runner:
                 running.add(rest)
             elif kind == "sum":
                 done.add(rest)
-            elif kind == "smp":  # t,cpu_busy_s,process_cpu_s,delivered
-                fields = rest.split(",")
+            elif kind == "smp":  # t,cpu_busy_s,process_cpu_s,delivered (csv rows end in \r\n)
+                fields = rest.strip().split(",")
                 delivered = int(fields[3]) if len(fields) > 3 and fields[3].isdigit() else None
         return running, done, delivered
 
