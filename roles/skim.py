@@ -47,8 +47,20 @@ class _Attached:
         self.attached_mode = None
 
     def prog_stats(self):
-        """{"run_time_ns", "run_cnt"} (non-zero only while kernel.bpf_stats_enabled=1)."""
+        """{"run_time_ns", "run_cnt"} (non-zero only while xdp.bpf_stats_enabled() is in force)."""
         return xdp.bpf_stats(self.bpf, self._fn)
+
+    def close(self):
+        """Detach, then free the ring reader (hardworker) and the BPF object; idempotent."""
+        try:
+            self.detach()
+        finally:
+            if getattr(self, "reader", None) is not None:
+                self.reader.close()
+                self.reader = None
+            if getattr(self, "bpf", None) is not None:
+                self.bpf.cleanup()
+                self.bpf = None
 
     def __enter__(self):
         return self
@@ -106,18 +118,6 @@ class HardworkerSkim(_Attached):
     def counters(self):
         return _sum_counters(self.bpf, HW_COUNTERS)
 
-    def close(self):
-        """Detach and free (idempotent)."""
-        try:
-            self.detach()
-        finally:
-            if getattr(self, "reader", None) is not None:
-                self.reader.close()
-                self.reader = None
-            if getattr(self, "bpf", None) is not None:
-                self.bpf.cleanup()
-                self.bpf = None
-
 
 class SensorSkim(_Attached):
     _fn = "xdp_sensor"
@@ -137,11 +137,3 @@ class SensorSkim(_Attached):
 
     def counters(self):
         return _sum_counters(self.bpf, SENSOR_COUNTERS)
-
-    def close(self):
-        try:
-            self.detach()
-        finally:
-            if getattr(self, "bpf", None) is not None:
-                self.bpf.cleanup()
-                self.bpf = None
