@@ -37,6 +37,7 @@ def test_run_experiment_then_collect(deployed):
     rows = json.loads((d / "summary.json").read_text())["rows"]
     assert [row["mode"] for row in rows] == ["idle", "xdp", "tcp", "idle", "tcp", "xdp", "idle", "xdp", "tcp"]
     for row in rows:
+        assert row["hw_wake_cost_us"] > 0, row  # measured by every hardworker, idle included
         if row["mode"] == "idle":
             continue
         assert row["lost"] == row["duplicates"] == row["corrupt"] == 0, row
