@@ -9,6 +9,9 @@
   (shared warm caches, the same idle baseline), trials are interleaved and independent.
 * ``ratio_ci(a, b)``: mean(a)/mean(b) with Fieller's confidence interval for two independent
   samples (see its docstring for the choice and the degrees of freedom).
+* ``paired_ratio_ci(pairs)``: the same ratio with Fieller's interval for paired samples
+  (a_i, b_i), e.g. the xdp and tcp trial of one repeat, which share its idle baseline and the
+  machine's drift: the covariance enters the interval, t has n-1 degrees of freedom.
 * ``percentile(sorted_values, q)``: q in percent, linear interpolation between closest ranks
   (numpy's default "linear" method).
 """
@@ -183,6 +186,55 @@ def ratio_ci(a_values, b_values, level: float = 0.95):
     root = math.sqrt(max(disc, 0.0))  # disc >= 0 whenever denom > 0
     lo, hi = (ma * mb - root) / denom, (ma * mb + root) / denom
     return (r, min(lo, hi), max(lo, hi))
+
+
+def paired_ratio_ci(pairs, level: float = 0.95):
+    """(ratio, lo, hi) for R = mean(a) / mean(b) over paired samples [(a_i, b_i), ...].
+
+    Fieller's interval for paired data: the set of R for which the mean of the paired
+    differences a_i - R*b_i is not significantly different from zero,
+
+        (ma - R mb)^2 <= t^2 (s_aa - 2 R s_ab + R^2 s_bb) / n,   t = t_quantile(level, n-1)
+
+    with s_aa, s_bb, s_ab the sample (co)variances (n-1 denominator). Unlike ``ratio_ci``
+    the covariance counts: a positive one (shared baseline, common drift) narrows the
+    interval. Pairs with a None/NaN member are skipped. Same conventions as ``ratio_ci``:
+    bounds None for fewer than 2 pairs or when the set is unbounded
+    (mb^2 - t^2 s_bb/n <= 0); (r, r, r) when every (co)variance is zero; ratio None when
+    there are no pairs or mean(b) == 0.
+    """
+    ps = []
+    for a, b in pairs:
+        if a is None or b is None:
+            continue
+        a, b = float(a), float(b)
+        if not (math.isnan(a) or math.isnan(b)):
+            ps.append((a, b))
+    n = len(ps)
+    if n == 0:
+        return (None, None, None)
+    ma = math.fsum(a for a, _ in ps) / n
+    mb = math.fsum(b for _, b in ps) / n
+    if mb == 0:
+        return (None, None, None)
+    r = ma / mb
+    if n < 2:
+        return (r, None, None)
+    saa = math.fsum((a - ma) ** 2 for a, _ in ps) / (n - 1)
+    sbb = math.fsum((b - mb) ** 2 for _, b in ps) / (n - 1)
+    sab = math.fsum((a - ma) * (b - mb) for a, b in ps) / (n - 1)
+    if saa == 0 and sbb == 0:
+        return (r, r, r)
+    q = t_quantile(level, n - 1) ** 2 / n
+    # A R^2 - 2 h R + C <= 0 with A = mb^2 - q sbb, h = ma mb - q sab, C = ma^2 - q saa
+    denom = mb * mb - q * sbb
+    if denom <= 0:
+        return (r, None, None)
+    h = ma * mb - q * sab
+    # h^2 - A C, expanded; >= 0 whenever denom > 0 (the quadratic is <= 0 at R = r)
+    disc = q * (ma * ma * sbb - 2 * ma * mb * sab + mb * mb * saa - q * (saa * sbb - sab * sab))
+    root = math.sqrt(max(disc, 0.0))
+    return (r, (h - root) / denom, (h + root) / denom)
 
 
 def percentile(sorted_values, q: float):

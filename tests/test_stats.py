@@ -1,4 +1,5 @@
-"""tcpskim.stats against known values: t quantiles, a hand-computed CI, Fieller, percentiles."""
+"""tcpskim.stats against known values: t quantiles, a hand-computed CI, Fieller (independent and
+paired), percentiles."""
 
 from __future__ import annotations
 
@@ -110,6 +111,71 @@ def test_ratio_ci_close_to_delta_method_when_precise():
        st.lists(st.floats(1, 100), min_size=2, max_size=8))
 def test_ratio_ci_contains_estimate(a, b):
     r, lo, hi = stats.ratio_ci(a, b)
+    assert r is not None
+    if lo is not None:
+        assert lo <= r * (1 + 1e-9) and r <= hi * (1 + 1e-9)
+
+
+def test_paired_ratio_ci_hand_computed():
+    # a = b - 10 exactly: s_aa = s_bb = s_ab = 1, ma = 10, mb = 20, n = 3, q = t(0.975, 2)^2 / 3.
+    # (10 - 20 R)^2 <= q (1 - 2R + R^2)  <=>  (400 - q) R^2 - 2 (200 - q) R + (100 - q) <= 0,
+    # discriminant/4 = (200 - q)^2 - (400 - q)(100 - q) = 100 q
+    r, lo, hi = stats.paired_ratio_ci([(9, 19), (10, 20), (11, 21)])
+    q = 4.302653 ** 2 / 3
+    assert r == pytest.approx(0.5)
+    assert lo == pytest.approx((200 - q - 10 * math.sqrt(q)) / (400 - q), abs=1e-6)
+    assert hi == pytest.approx((200 - q + 10 * math.sqrt(q)) / (400 - q), abs=1e-6)
+    assert lo == pytest.approx(0.42909, abs=1e-5) and hi == pytest.approx(0.55524, abs=1e-5)
+    assert stats.ratio_ci([9, 10, 11], [19, 20, 21])[1] < lo  # independent: wider
+
+
+def test_paired_ratio_ci_matches_quadratic_roots():
+    pairs = [(9.8, 20.1), (10.9, 21.7), (9.1, 18.8), (10.4, 20.9), (11.2, 22.4), (9.6, 19.3)]
+    a, b = np.array(pairs).T
+    n = len(a)
+    cov = np.cov(a, b, ddof=1)
+    t2 = 2.570582 ** 2  # t(0.975, 5)
+    # (ma - R mb)^2 - t^2/n (s_aa - 2 R s_ab + R^2 s_bb) as a polynomial in R
+    coeffs = [b.mean() ** 2 - t2 / n * cov[1, 1],
+              -2 * a.mean() * b.mean() + 2 * t2 / n * cov[0, 1],
+              a.mean() ** 2 - t2 / n * cov[0, 0]]
+    roots = sorted(np.roots(coeffs).real)
+    r, lo, hi = stats.paired_ratio_ci(pairs)
+    assert r == pytest.approx(a.mean() / b.mean())
+    assert (lo, hi) == (pytest.approx(roots[0], rel=1e-9), pytest.approx(roots[1], rel=1e-9))
+
+
+def test_paired_ratio_ci_narrower_than_independent_when_correlated():
+    # a shared drift (the repeat's baseline) moves a and b together
+    drift = [-3.0, 1.5, -0.5, 2.5, -1.0]
+    pairs = [(10 + d + e, 20 + 2 * d) for d, e in zip(drift, [0.1, -0.2, 0.0, 0.2, -0.1])]
+    a, b = [p[0] for p in pairs], [p[1] for p in pairs]
+    r_p, lo_p, hi_p = stats.paired_ratio_ci(pairs)
+    r_i, lo_i, hi_i = stats.ratio_ci(a, b)
+    assert r_p == pytest.approx(r_i)
+    assert lo_i < lo_p <= r_p <= hi_p < hi_i
+    assert (hi_p - lo_p) < 0.2 * (hi_i - lo_i)
+
+
+def test_paired_ratio_ci_undefined_cases():
+    assert stats.paired_ratio_ci([]) == (None, None, None)
+    assert stats.paired_ratio_ci([(1, 0), (2, 0)]) == (None, None, None)
+    assert stats.paired_ratio_ci([(10, 20)]) == (0.5, None, None)
+    # pairs with a missing member are dropped whole, leaving one pair
+    assert stats.paired_ratio_ci([(10, 20), (None, 21), (11, float("nan"))]) == (0.5, None, None)
+    # denominator indistinguishable from zero -> unbounded Fieller set -> None bounds
+    r, lo, hi = stats.paired_ratio_ci([(10, -5), (11, 1), (12, 6)])
+    assert r == pytest.approx(11 / (2 / 3)) and lo is None and hi is None
+    assert stats.paired_ratio_ci([(10, 20), (10, 20)]) == (0.5, 0.5, 0.5)
+    # a exactly proportional to b: the interval collapses to the ratio
+    r, lo, hi = stats.paired_ratio_ci([(5, 10), (6, 12), (7, 14)])
+    assert (lo, hi) == (pytest.approx(0.5), pytest.approx(0.5))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(1, 100), st.floats(1, 100)), min_size=2, max_size=8))
+def test_paired_ratio_ci_contains_estimate(pairs):
+    r, lo, hi = stats.paired_ratio_ci(pairs)
     assert r is not None
     if lo is not None:
         assert lo <= r * (1 + 1e-9) and r <= hi * (1 + 1e-9)
