@@ -9,7 +9,9 @@ baseline per repeat through the same runner as `invoke run-experiment`, and prin
 and mode the mean and 95 % CI of: busy CPU of the hardworker's dedicated CPU per record (idle
 subtracted; softirq and XDP included), the hardworker process's own CPU per record and the BPF
 program's ns per packet, and the xdp/tcp ratio with its 95 % CI: means over interleaved repeats,
-all measured in this one run (the machine is shared and noisy; compare within a run only).
+all measured in this one run (the machine is shared and noisy; compare within a run only). The
+ratio's CI is paired by repeat when possible (as in the report: ``tcpskim.report.xdp_tcp_ratio``)
+and the table says which method was used.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from tcpskim import inventory  # noqa: E402
 from tcpskim.experiment import Runner  # noqa: E402
 from tcpskim.fleet import Fleet  # noqa: E402
 from tcpskim.plan import params  # noqa: E402
-from tcpskim.stats import mean_ci, ratio_ci  # noqa: E402
+from tcpskim.report import xdp_tcp_ratio  # noqa: E402
+from tcpskim.stats import mean_ci  # noqa: E402
 
 TARGETS = {"per-record": 0.5, "batch": 0.15}
 
@@ -70,7 +73,7 @@ def main(argv=None):
         rows = json.loads((folder.path / "summary.json").read_text())["rows"]
         by = {m: [r for r in rows if r["mode"] == m] for m in ("xdp", "tcp")}
         cpu = {m: [r["hw_cpu_us_per_record"] for r in by[m]] for m in by}
-        ratio = ratio_ci(cpu["xdp"], cpu["tcp"])
+        ratio = xdp_tcp_ratio(rows)  # (ratio, lo, hi, method), paired by repeat when possible
         target = TARGETS["batch" if wakeup.startswith("batch") else "per-record"]
         for m in ("xdp", "tcp"):
             lost = sum(r["lost"] + r["duplicates"] + r["corrupt"] for r in by[m])
@@ -79,7 +82,7 @@ def main(argv=None):
                             fmt(mean_ci([r["bpf_ns_per_packet"] for r in by[m] if r["bpf_ns_per_packet"]])),
                             sum(r["delivered"] for r in by[m]), lost,
                             (f"{ratio[0]:.3f}" + (f" [{ratio[1]:.3f}, {ratio[2]:.3f}]" if ratio[1] is not None else "")
-                             + f" (target <= {target})") if m == "xdp" and ratio[0] is not None else ""])
+                             + f" {ratio[3]} (target <= {target})") if m == "xdp" and ratio[0] is not None else ""])
     print(f"\nhardworker overhead at {a.rate} Hz x {a.size} B, {a.duration:g} s windows, {a.repeat} repeats "
           f"(runs: {', '.join(runs)})")
     print(tabulate(results, headers=["wake-up", "mode", "hw CPU µs/rec [95% CI]", "process µs/rec",

@@ -6,12 +6,14 @@ Input (written by the experiment runner): ``run.json`` (params, hosts, status), 
 
 Statistics: the replicate is the trial. Per mode x rate x size, the mean hardworker CPU per
 record (idle baseline already subtracted by the runner) gets a Student-t 95 % CI over the ok
-trials; the xdp/tcp ratio gets Fieller's 95 % CI (``tcpskim.stats``). Failed trials are left
+trials; the xdp/tcp ratio gets Fieller's 95 % CI (``tcpskim.stats``), paired by repeat when
+at least 2 repeats have one ok trial of each mode (the two share the repeat's idle baseline and
+drift), else for independent samples; the table names the method. Failed trials are left
 out of the statistics but counted and flagged; trials that lost, duplicated or corrupted
 records stay in (their CPU figures are real) but are flagged.
 
 API: ``load_run``, ``tables``, ``plots``, ``write_report`` (used by ``invoke report`` and
-``invoke collect``).
+``invoke collect``); ``xdp_tcp_ratio`` (also used by ``bench/overhead.py``).
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ _INT_COLS = {"rate_hz", "size_bytes", "repeat", "sent", "delivered", "logged", "
 _FLOAT_COLS = {"duration_s", "hw_busy_cpu_s", "hw_idle_baseline_cpu_s", "hw_cpu_us_per_record",
                "hw_process_cpu_us_per_record", "bpf_ns_per_packet", "latency_p50_us",
                "latency_p99_us", "achieved_rate_hz"}
-_TEXT_COLS = {"mode", "95% CI", "flags", "source", "saves"}
+_TEXT_COLS = {"mode", "95% CI", "flags", "source", "saves", "CI method"}
 _PROBLEM_COLS = (("lost", "LOST"), ("duplicates", "DUP"), ("corrupt", "CORRUPT"))
+IDLE_BUSY_LIMIT = 0.10  # busy share of the hardworker CPU set above which an idle trial is suspect
 
 
 # ----------------------------------------------------------------------------- loading
@@ -142,6 +145,28 @@ def _groups(rows, modes=None):
                                                    kv[0][2] or 0)))
 
 
+def xdp_tcp_ratio(rows, col: str = "hw_cpu_us_per_record", level: float = 0.95):
+    """(ratio, lo, hi, method) of xdp over tcp for the rows of one rate x size cell.
+
+    Only ok rows with a value count. When at least 2 repeats have exactly one xdp and one tcp
+    value, the ratio and its CI come from ``stats.paired_ratio_ci`` over those repeats
+    (method "paired over N repeats"): the two trials of a repeat share its idle baseline and
+    the machine's drift, so they are not independent. Otherwise ``stats.ratio_ci`` over all
+    values (method "independent (Fieller)").
+    """
+    by = defaultdict(lambda: {"xdp": [], "tcp": []})
+    for r in rows:
+        if _ok(r) and r.get("mode") in ("xdp", "tcp") and r.get(col) is not None:
+            by[r.get("repeat")][r["mode"]].append(r[col])
+    pairs = [(v["xdp"][0], v["tcp"][0]) for rep, v in by.items()
+             if rep is not None and len(v["xdp"]) == 1 and len(v["tcp"]) == 1]
+    if len(pairs) >= 2:
+        return (*stats.paired_ratio_ci(pairs, level), f"paired over {len(pairs)} repeats")
+    xs = [x for v in by.values() for x in v["xdp"]]
+    ts = [t for v in by.values() for t in v["tcp"]]
+    return (*stats.ratio_ci(xs, ts, level), "independent (Fieller)")
+
+
 def _row_problems(row) -> list[str]:
     probs = [] if _ok(row) else ["FAILED"]
     if row.get("status") == "incomplete":
@@ -149,11 +174,19 @@ def _row_problems(row) -> list[str]:
     for col, label in _PROBLEM_COLS:
         if (row.get(col) or 0) != 0:
             probs.append(f"{label} {row[col]}")
+    # A dedicated CPU idles at a few % with no traffic; more means something else ran there
+    # during the trial, and every figure subtracting this baseline is off by as much.
+    busy, dur = row.get("hw_busy_cpu_s"), row.get("duration_s")
+    if row.get("mode") == "idle" and busy is not None and dur and busy / dur > IDLE_BUSY_LIMIT:
+        probs.append(f"IDLE BUSY {busy / dur:.0%} (other work on the hardworker CPU?)")
+    if (row.get("hw_cpu_us_per_record") or 0) < 0:
+        probs.append("NEGATIVE CPU (idle baseline above this trial's busy time)")
     return probs
 
 
 def flags(rows) -> list[str]:
-    """One warning line per failed trial or trial with lost/duplicate/corrupt records."""
+    """One warning line per failed trial, trial with lost/duplicate/corrupt records, idle
+    baseline that was not idle, or negative CPU figure."""
     out = []
     for r in rows:
         probs = _row_problems(r)
@@ -222,19 +255,17 @@ def table_data(run, rows) -> dict:
 
     # (2) xdp / tcp per rate x size
     h2 = ["rate Hz", "size B", "n xdp", "n tcp", "xdp µs/rec", "tcp µs/rec", "xdp/tcp",
-          "95% CI", "saves", "flags"]
+          "95% CI", "saves", "CI method", "flags"]
     t2 = []
     cells = sorted({(r.get("rate_hz"), r.get("size_bytes")) for r in rows
                     if r.get("mode") in ("xdp", "tcp")}, key=lambda k: (k[0] or 0, k[1] or 0))
     for rate, size in cells:
-        def vals(mode):
-            return [r.get("hw_cpu_us_per_record") for r in rows
-                    if _ok(r) and r.get("mode") == mode and r.get("rate_hz") == rate
-                    and r.get("size_bytes") == size and r.get("hw_cpu_us_per_record") is not None]
-        x, t = vals("xdp"), vals("tcp")
-        nflag = sum(1 for r in rows if r.get("mode") in ("xdp", "tcp") and r.get("rate_hz") == rate
-                    and r.get("size_bytes") == size and _row_problems(r))
-        ratio, lo, hi = stats.ratio_ci(x, t)
+        cell = [r for r in rows if r.get("mode") in ("xdp", "tcp") and r.get("rate_hz") == rate
+                and r.get("size_bytes") == size]
+        x, t = ([r["hw_cpu_us_per_record"] for r in cell if _ok(r) and r["mode"] == mode
+                 and r.get("hw_cpu_us_per_record") is not None] for mode in ("xdp", "tcp"))
+        nflag = sum(1 for r in cell if _row_problems(r))
+        ratio, lo, hi, method = xdp_tcp_ratio(cell)
         if ratio is None:
             saves = "-"
         else:
@@ -243,7 +274,7 @@ def table_data(run, rows) -> dict:
             if lo is not None:
                 saves += f" [{(1 - hi) * 100:.1f}, {(1 - lo) * 100:.1f}]"
         t2.append([rate, size, len(x), len(t), _fmt(stats.mean_ci(x)[0]),
-                   _fmt(stats.mean_ci(t)[0]), _fmt(ratio, 3), _ci(lo, hi, 3), saves,
+                   _fmt(stats.mean_ci(t)[0]), _fmt(ratio, 3), _ci(lo, hi, 3), saves, method,
                    f"!! {nflag} trial(s) flagged" if nflag else ""])
     out["ratio"] = (h2, t2)
 
@@ -265,7 +296,8 @@ def table_data(run, rows) -> dict:
 _TITLES = {
     "per_mode": "Hardworker cost per mode, rate and size (mean over trials; CPU = busy CPU of "
                 "the hardworker's CPU set minus idle baseline)",
-    "ratio": "xdp / tcp hardworker CPU per record (Fieller 95 % CI)",
+    "ratio": "xdp / tcp hardworker CPU per record (Fieller 95 % CI, paired by repeat where "
+             "possible)",
     "idle": "Idle baseline",
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -13,15 +14,41 @@ from tcpskim import report, stats
 PNG_SIG = b"\x89PNG\r\n\x1a\n"
 
 
-def _expected_ratio_ci():
-    """Fieller for xdp 9,10,11 vs tcp 19,20,21, textbook form (independent of stats.ratio_ci)."""
-    va = vb = 1 / 3
-    v = va + 0.25 * vb
-    df = v * v / (va * va / 2 + (0.25 * vb) ** 2 / 2)
+def _expected_ratio_ci(a, b):
+    """Fieller for independent samples, textbook form (independent of stats.ratio_ci)."""
+    na, nb = len(a), len(b)
+    ma, mb = sum(a) / na, sum(b) / nb
+    r = ma / mb
+    va = sum((x - ma) ** 2 for x in a) / (na - 1) / na
+    vb = sum((x - mb) ** 2 for x in b) / (nb - 1) / nb
+    v = va + r * r * vb
+    df = v * v / (va * va / (na - 1) + (r * r * vb) ** 2 / (nb - 1))
     t = stats.t_quantile(0.95, df)
-    g = t * t * vb / 400
-    half = t / 20 * math.sqrt(va * (1 - g) + 0.25 * vb)
-    return (0.5 - half) / (1 - g), (0.5 + half) / (1 - g)
+    g = t * t * vb / mb**2
+    half = t / mb * math.sqrt(va * (1 - g) + r * r * vb)
+    return (r - half) / (1 - g), (r + half) / (1 - g)
+
+
+def _expected_paired_ci(a, shift):
+    """Paired Fieller when tcp = xdp + shift in every repeat (independent of stats).
+
+    Then a_i - R b_i = (1 - R) a_i - R shift, whose standard error is |1 - R| k with
+    k = t(n-1) s_a / sqrt(n), so |ma - R mb| <= k |1 - R| has the roots (ma -+ k)/(mb -+ k).
+    """
+    n = len(a)
+    ma = sum(a) / n
+    mb = ma + shift
+    s = math.sqrt(sum((x - ma) ** 2 for x in a) / (n - 1))
+    k = stats.t_quantile(0.95, n - 1) * s / math.sqrt(n)
+    return (ma - k) / (mb - k), (ma + k) / (mb + k)
+
+
+def _md_ratio_row(md, rate, size):
+    """The github-table row of the ratio table for rate x size."""
+    for line in md.splitlines():
+        if re.match(rf"\| +{rate} +\| +{size} +\|", line):
+            return line
+    raise AssertionError(f"no ratio row {rate} x {size} in:\n{md}")
 
 
 def _line(text, *startswith):
@@ -52,13 +79,17 @@ def test_write_report_tables(clean_run):
         assert "450.0" in xdp  # BPF ns per packet
         n = rate * 2 * 3  # sent/delivered/logged, then lost/dup/corrupt: 3 trials x 2 s
         assert re.search(rf" {n} +{n} +{n} +0 +0 +0 ", xdp)
-    # ratio table: 0.500, Fieller CI, saves 50 %
-    lo, hi = _expected_ratio_ci()
+    # ratio table: 0.500, paired Fieller CI (xdp and tcp of a repeat move together), saves 50 %
+    lo, hi = _expected_paired_ci([9, 10, 11], 10)
+    assert (lo, hi) == (pytest.approx(0.42909, abs=1e-5), pytest.approx(0.55524, abs=1e-5))
+    ind_lo, ind_hi = _expected_ratio_ci([9, 10, 11], [19, 20, 21])
+    assert f"[{ind_lo:.3f}, {ind_hi:.3f}]" not in text
     for rate in (1000, 2000):
         row = _line(text, rate, 1024)
         assert "0.500" in row
         assert f"[{lo:.3f}, {hi:.3f}]" in row
         assert f"50.0 % [{(1 - hi) * 100:.1f}, {(1 - lo) * 100:.1f}]" in row
+        assert "paired over 3 repeats" in row
     # idle baseline 0.02 CPU s/s
     assert "0.0200" in _line(text, "idle", "trials")
     # nothing flagged, lab footnote present
@@ -80,6 +111,9 @@ def test_report_md_and_pngs(clean_run):
     # github tables, metadata
     assert re.search(r"^\| mode +\| +rate Hz", md, re.M) and "|--" in md
     assert re.search(r"\| +0\.500 +\|", md) and "50.0 %" in md
+    lo, hi = _expected_paired_ci([9, 10, 11], 10)
+    row = _md_ratio_row(md, 1000, 1024)
+    assert f"| [{lo:.3f}, {hi:.3f}] |" in row and "| paired over 3 repeats |" in row
     assert "6.1.0-lab" in md and "0123456789ab" in md and "hardworker" in md
     assert report.LAB_NOTE in md
 
@@ -174,5 +208,68 @@ def test_single_repeat_has_no_ci(tmp_path):
     text, files = report.write_report(run_dir)
     row = _line(text, 1000, 1024)
     # k=0: xdp 9 / tcp 19; n=1 gives no CI at all (and no CI column in the per-mode table)
-    assert row.split() == ["1000", "1024", "1", "1", "9.00", "19.00", "0.474", "-", "52.6", "%"]
+    assert row.split() == ["1000", "1024", "1", "1", "9.00", "19.00", "0.474", "-", "52.6", "%",
+                           "independent", "(Fieller)"]
     assert "-" in _line(text, "xdp", 1000, 1024).split()[5]
+
+
+def test_ratio_paired_over_the_complete_repeats(tmp_path):
+    # trial 1 = xdp r0 failed: repeats 1 and 2 still pair (xdp 10, 11 / tcp 20, 21)
+    run_dir = make_run(tmp_path, rates=(1000,), failed={1})
+    text, _files = report.write_report(run_dir)
+    lo, hi = _expected_paired_ci([10, 11], 10)
+    row = _line(text, 1000, 1024)
+    assert row.split()[:4] == ["1000", "1024", "2", "3"]
+    assert f"{10.5 / 20.5:.3f}" in row  # the ratio over the pairs, not 10.5 / 20
+    assert f"[{lo:.3f}, {hi:.3f}]" in row and "paired over 2 repeats" in row
+    md_row = _md_ratio_row((run_dir / "report.md").read_text(), 1000, 1024)
+    assert f"| [{lo:.3f}, {hi:.3f}] |" in md_row and "| paired over 2 repeats |" in md_row
+
+
+def test_ratio_falls_back_to_independent_without_pairs(tmp_path):
+    # trials 1 = xdp r0 and 5 = tcp r1 failed: only repeat 2 has both modes -> one pair
+    run_dir = make_run(tmp_path, rates=(1000,), failed={1, 5})
+    text, _files = report.write_report(run_dir)
+    lo, hi = _expected_ratio_ci([10, 11], [19, 21])
+    row = _line(text, 1000, 1024)
+    assert row.split()[:4] == ["1000", "1024", "2", "2"]
+    assert f"{10.5 / 20:.3f}" in row
+    assert f"[{lo:.3f}, {hi:.3f}]" in row and "independent (Fieller)" in row
+    md_row = _md_ratio_row((run_dir / "report.md").read_text(), 1000, 1024)
+    assert f"| [{lo:.3f}, {hi:.3f}] |" in md_row and "| independent (Fieller) |" in md_row
+
+
+def test_xdp_tcp_ratio_pairs_only_single_trials_per_repeat():
+    rows = [{"mode": "xdp", "repeat": 0, "hw_cpu_us_per_record": 9.0},
+            {"mode": "tcp", "repeat": 0, "hw_cpu_us_per_record": 19.0},
+            {"mode": "xdp", "repeat": 1, "hw_cpu_us_per_record": 11.0},
+            {"mode": "tcp", "repeat": 1, "hw_cpu_us_per_record": 21.0},
+            {"mode": "idle", "repeat": 1, "hw_cpu_us_per_record": None},
+            {"mode": "tcp", "repeat": 2, "hw_cpu_us_per_record": 20.0, "status": "failed"}]
+    r, lo, hi, method = report.xdp_tcp_ratio(rows)
+    assert method == "paired over 2 repeats"
+    assert (r, lo, hi) == stats.paired_ratio_ci([(9, 19), (11, 21)])
+    # two xdp values in repeat 1 (or no repeat column): not paired
+    extra = rows + [{"mode": "xdp", "repeat": 1, "hw_cpu_us_per_record": 12.0}]
+    assert report.xdp_tcp_ratio(extra)[3] == "independent (Fieller)"
+    no_rep = [{k: v for k, v in r.items() if k != "repeat"} for r in rows]
+    assert report.xdp_tcp_ratio(no_rep) == (*stats.ratio_ci([9, 11], [19, 21]),
+                                            "independent (Fieller)")
+
+
+def test_flags_busy_idle_baseline_and_negative_cpu(tmp_path):
+    # Something else ran on the hardworker CPU during an idle trial (87 % busy): the baseline
+    # and every figure subtracting it are wrong, and the report must say so.
+    run_dir = make_run(tmp_path, lab=False)
+    doc = json.loads((run_dir / "summary.json").read_text())
+    idle = next(r for r in doc["rows"] if r["mode"] == "idle")
+    idle["hw_busy_cpu_s"] = 0.87 * idle["duration_s"]
+    xdp = next(r for r in doc["rows"] if r["mode"] == "xdp")
+    xdp["hw_cpu_us_per_record"] = -396.9
+    (run_dir / "summary.json").write_text(json.dumps(doc))
+    text, _files = report.write_report(run_dir)
+    assert "!! 2 trial(s) flagged" in text
+    assert re.search(rf"!! trial {idle['trial']} .*IDLE BUSY 87% \(other work on the hardworker CPU\?\)", text)
+    assert re.search(rf"!! trial {xdp['trial']} .*NEGATIVE CPU", text)
+    # a normal idle trial (2 % busy in make_run) is not flagged
+    assert sum("IDLE BUSY" in line for line in text.splitlines()) == 1
