@@ -31,7 +31,7 @@ from tcpskim import inventory  # noqa: E402
 from tcpskim.experiment import Runner  # noqa: E402
 from tcpskim.fleet import Fleet  # noqa: E402
 from tcpskim.plan import params  # noqa: E402
-from tcpskim.report import xdp_tcp_ratio  # noqa: E402
+from tcpskim.report import wake_cost_line, xdp_tcp_ratio  # noqa: E402
 from tcpskim.stats import mean_ci  # noqa: E402
 
 TARGETS = {"per-record": 0.5, "batch": 0.15}
@@ -64,6 +64,7 @@ def main(argv=None):
                            stdout=subprocess.DEVNULL)
     results = []
     runs = []
+    all_rows = []
     for wakeup in a.wakeup.split(","):
         p = params(inv.experiment, rate=a.rate, size=a.size, duration=a.duration, warmup=a.warmup,
                    repeat=a.repeat, wakeup=wakeup, modes="xdp,tcp", idle=True, tag="bench")
@@ -71,6 +72,7 @@ def main(argv=None):
             folder = Runner(fleet, p, progress=False, out=lambda s: print(s, file=sys.stderr)).run()
         runs.append(folder.run_id)
         rows = json.loads((folder.path / "summary.json").read_text())["rows"]
+        all_rows += rows
         by = {m: [r for r in rows if r["mode"] == m] for m in ("xdp", "tcp")}
         cpu = {m: [r["hw_cpu_us_per_record"] for r in by[m]] for m in by}
         ratio = xdp_tcp_ratio(rows)  # (ratio, lo, hi, method), paired by repeat when possible
@@ -87,6 +89,7 @@ def main(argv=None):
           f"(runs: {', '.join(runs)})")
     print(tabulate(results, headers=["wake-up", "mode", "hw CPU µs/rec [95% CI]", "process µs/rec",
                                      "BPF ns/pkt", "delivered", "lost+dup+corrupt", "xdp/tcp"]))
+    print(wake_cost_line(all_rows) or "")
     return 0
 
 

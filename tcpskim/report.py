@@ -41,7 +41,7 @@ _INT_COLS = {"rate_hz", "size_bytes", "repeat", "sent", "delivered", "logged", "
              "duplicates", "corrupt", "ctx_switches", "peak_rss_bytes"}
 _FLOAT_COLS = {"duration_s", "hw_busy_cpu_s", "hw_idle_baseline_cpu_s", "hw_cpu_us_per_record",
                "hw_process_cpu_us_per_record", "bpf_ns_per_packet", "latency_p50_us",
-               "latency_p99_us", "achieved_rate_hz"}
+               "latency_p99_us", "achieved_rate_hz", "hw_wake_cost_us"}
 _TEXT_COLS = {"mode", "95% CI", "flags", "source", "saves", "CI method"}
 _PROBLEM_COLS = (("lost", "LOST"), ("duplicates", "DUP"), ("corrupt", "CORRUPT"))
 IDLE_BUSY_LIMIT = 0.10  # busy share of the hardworker CPU set above which an idle trial is suspect
@@ -317,9 +317,22 @@ def tables(run, rows, tablefmt: str = "simple") -> str:
         parts.append(tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True,
                               colalign=align) if body else "(no trials)")
         parts.append("")
+    wake = wake_cost_line(rows)
+    if wake:
+        parts += [wake, ""]
     if run.get("lab"):
         parts.append(("*" + LAB_NOTE + "*") if md else LAB_NOTE)
     return "\n".join(parts).rstrip() + "\n"
+
+
+def wake_cost_line(rows) -> str | None:
+    """The hardworker's sleep/wake cost (median over trials), or None if not measured."""
+    vals = sorted(r["hw_wake_cost_us"] for r in rows if r.get("hw_wake_cost_us") is not None)
+    if not vals:
+        return None
+    return (f"hardworker sleep/wake cycle: {stats.percentile(vals, 50):.1f} µs of process CPU "
+            f"(median of {len(vals)} trials, measured before each window); a per-record "
+            "wake-up costs at least this per record in either mode")
 
 
 # ----------------------------------------------------------------------------- plots

@@ -273,3 +273,16 @@ def test_flags_busy_idle_baseline_and_negative_cpu(tmp_path):
     assert re.search(rf"!! trial {xdp['trial']} .*NEGATIVE CPU", text)
     # a normal idle trial (2 % busy in make_run) is not flagged
     assert sum("IDLE BUSY" in line for line in text.splitlines()) == 1
+
+
+def test_wake_cost_line(tmp_path):
+    run_dir = make_run(tmp_path, lab=False)
+    text, _ = report.write_report(run_dir)
+    assert "sleep/wake cycle" not in text  # runs from before the column: no line
+    doc = json.loads((run_dir / "summary.json").read_text())
+    for i, r in enumerate(doc["rows"]):
+        r["hw_wake_cost_us"] = 10.0 + i  # 15 trials: 10..24, median 17
+    (run_dir / "summary.json").write_text(json.dumps(doc))
+    text, _ = report.write_report(run_dir)
+    assert "hardworker sleep/wake cycle: 17.0 µs of process CPU (median of 15 trials" in text
+    assert "sleep/wake cycle: 17.0" in (run_dir / "report.md").read_text()
