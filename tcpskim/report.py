@@ -120,6 +120,13 @@ def _ci(lo, hi, digits=2):
     return "-" if lo is None or hi is None else f"[{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+def _kernel_us(row):
+    """Busy CPU per record the role process was not charged for: receive softirq, XDP and
+    forwarding (plus any other kernel work on the CPU beyond the idle baseline)."""
+    cpu, proc = row.get("hw_cpu_us_per_record"), row.get("hw_process_cpu_us_per_record")
+    return None if cpu is None or proc is None else cpu - proc
+
+
 def _pm(values, digits=2):
     """'mean ± half-width' (or just the mean for n=1, '-' without values)."""
     mean, lo, hi, _n = stats.mean_ci(values)
@@ -226,7 +233,7 @@ def table_data(run, rows) -> dict:
 
     # (1) per mode x rate x size
     h1 = ["mode", "rate Hz", "size B", "n", "CPU µs/rec", "95% CI", "proc µs/rec",
-          "BPF ns/pkt", "sent", "delivered", "logged", "lost", "dup", "corrupt",
+          "kernel µs/rec", "BPF ns/pkt", "sent", "delivered", "logged", "lost", "dup", "corrupt",
           "p50 µs", "p99 µs", "achieved Hz", "flags"]
     t1 = []
     for (mode, rate, size), grp in _groups(rows, modes=("xdp", "tcp")).items():
@@ -243,6 +250,7 @@ def table_data(run, rows) -> dict:
         t1.append([
             mode, rate, size, n, _fmt(mean), _ci(lo, hi),
             _pm([r.get("hw_process_cpu_us_per_record") for r in ok]),
+            _pm([_kernel_us(r) for r in ok]),
             _pm([r.get("bpf_ns_per_packet") for r in ok], 1),
             _sum(grp, "sent"), _sum(grp, "delivered"), _sum(grp, "logged"),
             _sum(grp, "lost"), _sum(grp, "duplicates"), _sum(grp, "corrupt"),

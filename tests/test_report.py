@@ -77,6 +77,8 @@ def test_write_report_tables(clean_run):
         assert " 3 " in xdp and "10.00" in xdp and "[7.52, 12.48]" in xdp
         assert "20.00" in tcp and "[17.52, 22.48]" in tcp
         assert "450.0" in xdp  # BPF ns per packet
+        # tcp: process 0.8 x (19, 20, 21), the rest (CPU - process) 0.2 x the same
+        assert re.search(r"16\.00 ± 1\.99 +4\.00 ± 0\.50 +- ", tcp)
         n = rate * 2 * 3  # sent/delivered/logged, then lost/dup/corrupt: 3 trials x 2 s
         assert re.search(rf" {n} +{n} +{n} +0 +0 +0 ", xdp)
     # ratio table: 0.500, paired Fieller CI (xdp and tcp of a repeat move together), saves 50 %
