@@ -251,15 +251,23 @@ class Decider:
 # ---------------------------------------------------------------------------- traffic modes
 
 class Ticker:
-    """Deadline-based batch ticks (no drift, no catch-up burst when late)."""
+    """Deadline-based batch ticks (no drift, no catch-up burst when late).
+
+    Sleeps with time.sleep, not stop.wait: an Event wait with a timeout is a futex wait
+    under a lock, ~40 µs more CPU per wake-up in a VM than a plain nanosleep, and both modes
+    pay it every tick. ``stop`` is checked at least every STOP_CHECK_S."""
+
+    STOP_CHECK_S = 0.1
 
     def __init__(self, interval_s):
         self.interval, self.next = interval_s, time.monotonic() + interval_s
 
     def sleep(self, stop) -> None:
-        left = self.next - time.monotonic()
-        if left > 0:
-            stop.wait(left)
+        while not stop.is_set():
+            left = self.next - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(left, self.STOP_CHECK_S))
         self.next += self.interval
         if self.next < time.monotonic():
             self.next = time.monotonic() + self.interval

@@ -53,3 +53,20 @@ def test_precise_edge_agrees_with_proc_stat(pinned):
     # /proc/stat prints the same accounting in clock ticks: they differ by under two ticks.
     assert abs(precise - coarse) < 2.0 / os.sysconf("SC_CLK_TCK") + 1e-9
     assert precise != round(precise, 2) or precise == 0  # ns resolution, not 10 ms steps
+
+
+def test_ticker_returns_on_stop_and_keeps_its_deadlines():
+    import threading
+
+    stop = threading.Event()
+    tick = hardworker.Ticker(30.0)  # a long batch interval: only stop can end this sleep
+    threading.Timer(0.05, stop.set).start()
+    t0 = time.monotonic()
+    tick.sleep(stop)
+    assert time.monotonic() - t0 < 5.0  # checked every Ticker.STOP_CHECK_S, not after 30 s
+    # late (the batch took longer than the interval): no burst of catch-up ticks after it
+    stop.clear()
+    tick = hardworker.Ticker(0.01)
+    time.sleep(0.1)
+    tick.sleep(stop)
+    assert tick.next > time.monotonic()
