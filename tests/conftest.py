@@ -9,9 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ROOT_LINUX = sys.platform.startswith("linux") and os.geteuid() == 0
+
+# Property tests check outcomes, not speed: no per-example deadline on a shared, noisy machine.
+settings.register_profile("tcpskim", deadline=None)
+settings.load_profile("tcpskim")
 
 
 def lab_inventory_text(state_dir: Path, prefix: str = "tse", base: int = 192, sensors: int = 1) -> str:
@@ -59,6 +64,35 @@ interface = "eth0"
 {extra}"""
 
 
+def lab_leftovers(inv) -> list[str]:
+    """Everything of this lab still present on the machine (empty = clean)."""
+    prefix = inv.lab.prefix + "-"
+    left = []
+    netns = Path("/run/netns")
+    left += [f"netns {p.name}" for p in (netns.iterdir() if netns.is_dir() else []) if p.name.startswith(prefix)]
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    for line in links.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if name.startswith(prefix) or name == inv.lab.bridge:
+            left.append(f"link {name}")
+    state = inv.lab.state_dir
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "sshd" in cmd and state in cmd:
+                left.append(f"process {p.name}: {cmd.strip()}")
+    if Path(state).exists():
+        left.append(f"state dir {state}")
+    for line in Path("/proc/mounts").read_text().splitlines():
+        mp = line.split()[1]
+        if mp.startswith(state) or mp.startswith(f"/run/netns/{prefix}"):
+            left.append(f"mount {mp}")
+    return left
+
+
 def run_invoke(inv_path, *args, timeout=600) -> subprocess.CompletedProcess:
     """The real `invoke` command line, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TCPSKIM_INVENTORY": str(inv_path)}
@@ -68,7 +102,9 @@ def run_invoke(inv_path, *args, timeout=600) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def e2e_lab(tmp_path_factory):
-    """A deployed lab (lab.up + deploy); yields (inventory, path). Torn down even on failure."""
+    """The e2e lab's inventory; yields (inventory, path). Tests bring the lab up themselves
+    (``deployed`` or a task); whatever they built is torn down even on failure, and a lab
+    left behind by a killed earlier session is removed first."""
     if not ROOT_LINUX:
         pytest.skip("the lab end-to-end tests need Linux and root")
     from tcpskim import inventory, lab
@@ -77,11 +113,14 @@ def e2e_lab(tmp_path_factory):
     path = d / "inventory.toml"
     path.write_text(lab_inventory_text(d / "state", sensors=2))
     inv = inventory.load(path)
+    lab.down(inv, log=lambda *_: None)
     try:
         yield inv, path
     finally:
-        run_invoke(path, "stop", timeout=120)
-        lab.down(inv, log=lambda *_: None)
+        try:
+            run_invoke(path, "stop", timeout=120)  # roles and XDP programs, over SSH
+        finally:
+            lab.down(inv, log=lambda *_: None)  # even if stop hung or the lab is half-built
 
 
 @pytest.fixture(scope="module")

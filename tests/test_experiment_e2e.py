@@ -42,7 +42,7 @@ def test_run_experiment_then_collect(deployed):
             continue
         assert row["lost"] == row["duplicates"] == row["corrupt"] == 0, row
         assert row["sent"] == row["delivered"] == row["logged"] >= 500, row
-        assert row["hw_cpu_us_per_record"] is not None and row["hw_process_cpu_us_per_record"] > 0
+        assert row["hw_cpu_us_per_record"] > 0 and row["hw_process_cpu_us_per_record"] > 0, row
     with open(d / "summary.csv") as f:
         assert len(list(csv.DictReader(f))) == 9
     # The printed table: both modes and the ratio.
@@ -60,9 +60,48 @@ def test_run_experiment_then_collect(deployed):
     assert all(len(h["commit"]) == 40 and h["kernel"] for h in run["hosts"].values())
     # collect is resumable: a second run fetches nothing new.
     c2 = run_invoke(path, "collect", "--run", run_id)
-    assert c2.returncode == 0 and " 0 fetched" in c2.stdout
-    # report re-renders from local files alone.
-    assert run_invoke(path, "report", run_id).returncode == 0
+    assert c2.returncode == 0 and "ok (0 changed), 0 failed" in c2.stdout, c2.stdout
+    # report re-renders from local files alone: the same tables, report.md and plots again.
+    for f in ("report.md", "cpu_per_record.png", "cpu_over_time.png", "latency_cdf.png"):
+        (d / f).unlink()
+    r2 = run_invoke(path, "report", run_id)
+    assert r2.returncode == 0, r2.stdout + r2.stderr
+    assert (d / "report.md").read_text() == report
+    assert all((d / png).exists() for png in ("cpu_per_record.png", "cpu_over_time.png", "latency_cdf.png"))
+    for mode in ("xdp", "tcp"):
+        assert _row(r2.stdout, mode) == _row(table, mode)
+
+
+def _row(text, mode):
+    return next(line for line in text.splitlines() if re.match(rf"{mode}\s+50\s+1024\s", line))
+
+
+def test_sizes_batch_wakeup_two_sensors_work_then_latest(deployed):
+    """The other run-experiment options through the real CLI, then collect and report of the
+    latest run without naming it."""
+    from tcpskim.report import load_run
+
+    inv, path = deployed
+    r = run_invoke(path, "run-experiment", "--rate", "200", "--size", "64,1024", "--duration", "2",
+                   "--repeat", "1", "--no-idle", "--wakeup", "batch:10ms", "--sensors", "2",
+                   "--work-us", "20", "--tag", "opts")
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_id = run_id_of(r.stdout)
+    c = run_invoke(path, "collect")  # the latest run
+    assert c.returncode == 0 and f"run {run_id}" in c.stdout, c.stdout + c.stderr
+    run, rows = load_run(CHECKOUT / "results" / run_id)
+    assert sorted((row["mode"], row["size_bytes"]) for row in rows) == \
+        sorted((m, s) for m in ("xdp", "tcp") for s in (64, 1024))
+    for row in rows:
+        assert row["wakeup"] == "batch:10ms", row["wakeup"]
+        # two sensors at 200 Hz each, all of it delivered and logged
+        assert row["sent"] == row["delivered"] == row["logged"] and row["sent"] >= 2 * 200 * 2, row
+        assert row["achieved_rate_hz"] > 300, row
+        # the decision step spins 20 µs per record: the process pays at least that
+        assert row["hw_process_cpu_us_per_record"] >= 20, row
+    (d := CHECKOUT / "results" / run_id / "report.md").unlink()
+    rl = run_invoke(path, "report", "latest")
+    assert rl.returncode == 0 and f"run {run_id}" in rl.stdout and d.exists(), rl.stdout + rl.stderr
 
 
 def test_rate_sweep_has_one_point_per_rate_and_mode(deployed):
@@ -122,6 +161,7 @@ def test_cpu_figure_agrees_with_an_independent_reading(deployed):
                    "--modes", "xdp", "--no-idle")
     t.join(5)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert set(readings) == {"a", "b"}, readings  # the watcher saw the window open and close
     (row,) = json.loads((CHECKOUT / "results" / run_id_of(r.stdout) / "summary.json").read_text())["rows"]
     (ta, ia), (tb, ib) = readings["a"], readings["b"]
     independent = (tb - ta) - (ib - ia)
@@ -150,6 +190,7 @@ def test_killed_hardworker_stops_the_run_cleanly(deployed):
     finally:
         if proc.poll() is None:
             proc.kill()
+            run_invoke(path, "stop", timeout=120)  # the run did not clean up: do it here
     assert proc.returncode == 1, out
     assert took < 10, took
     assert "hardworker on hardworker" in out, out

@@ -27,7 +27,7 @@ def test_up_deploy_fix_network(e2e_lab):
     for h in inv.hosts:
         got = subprocess.run(["git", "-C", h.checkout, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
         assert got.strip() == head, h.name
-    assert "4 ok" in r.stdout  # deploy summary line counts every host
+    assert "4 ok (" in r.stdout.split("neighbour pins")[0]  # deploy's summary counts every host
     macs = {h.ip: lab.host_mac(h) for h in inv.hosts}
     for h in inv.hosts:
         n = neighbours(inv, h)
@@ -45,12 +45,13 @@ def test_up_deploy_fix_network(e2e_lab):
     assert r3.returncode == 0 and f"would pin logger({inv.logger.ip})" in r3.stdout, r3.stdout
     assert inv.logger.ip not in neighbours(inv, hw) or not neighbours(inv, hw)[inv.logger.ip][1]
     r4 = run_invoke(path, "fix-network")
+    assert r4.returncode == 0, r4.stdout + r4.stderr
     assert "(1 changed)" in r4.stdout.split("neighbour pins")[1], r4.stdout
     assert neighbours(inv, hw)[inv.logger.ip] == (lab.host_mac(inv.logger), True)
 
 
-def test_doctor_reports_every_host(e2e_lab):
-    inv, path = e2e_lab
+def test_doctor_reports_every_host(deployed):
+    inv, path = deployed
     r = run_invoke(path, "doctor")
     assert r.returncode == 0, r.stdout + r.stderr
     for h in inv.hosts:
@@ -58,8 +59,8 @@ def test_doctor_reports_every_host(e2e_lab):
         assert "compiles+loads" in row and "generic" in row and lab.host_mac(h) in row, row
 
 
-def test_stopped_sshd_fails_that_host_alone(e2e_lab):
-    inv, path = e2e_lab
+def test_stopped_sshd_fails_that_host_alone(deployed):
+    inv, path = deployed
     victim = inv.logger
     pid = int((lab.host_dir(inv, victim) / "sshd.pid").read_text())
     subprocess.run(["kill", str(pid)], check=True)
@@ -77,8 +78,8 @@ def test_stopped_sshd_fails_that_host_alone(e2e_lab):
         lab.up(inv, log=lambda *_: None)  # restarts the sshd
 
 
-def test_changed_host_key_is_refused_until_accepted(e2e_lab):
-    inv, path = e2e_lab
+def test_changed_host_key_is_refused_until_accepted(deployed):
+    inv, path = deployed
     victim = inv.sensors[0]
     d = lab.host_dir(inv, victim)
     known = open(inv.known_hosts).read()
@@ -100,18 +101,18 @@ def test_changed_host_key_is_refused_until_accepted(e2e_lab):
         lab.up(inv, log=lambda *_: None)  # rewrites known_hosts from the lab's own keys
 
 
-def test_stop_is_safe_any_time(e2e_lab):
-    inv, path = e2e_lab
+def test_stop_is_safe_any_time(deployed):
+    inv, path = deployed
     for _ in range(2):
         r = run_invoke(path, "stop")
         assert r.returncode == 0, r.stdout + r.stderr
         assert "nothing running" in r.stdout
 
 
-def test_stop_detaches_a_leftover_xdp_program(e2e_lab):
+def test_stop_detaches_a_leftover_xdp_program(deployed):
     """A role killed with SIGKILL leaves its XDP program attached (netlink attachments outlive
     the process): `invoke stop` finds and removes it."""
-    inv, path = e2e_lab
+    inv, path = deployed
     hw = inv.hardworker
     leave = ("from bcc import BPF; b = BPF(text='int p(struct xdp_md *c) { return XDP_PASS; }'); "
              f"BPF.attach_xdp('{hw.interface}', b.load_func('p', BPF.XDP), BPF.XDP_FLAGS_SKB_MODE)")

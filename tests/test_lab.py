@@ -20,6 +20,8 @@ import pytest
 
 from tcpskim import CHECKOUT, inventory, lab
 
+from conftest import lab_leftovers
+
 ROOT_LINUX = sys.platform.startswith("linux") and os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT_LINUX, reason="the local lab needs Linux and root")
 
@@ -114,35 +116,6 @@ def icmp_ping(ip: str, timeout: float = 1.0) -> bool:
             if addr[0] == ip and typ == 0 and rid == ident and rseq == seq:
                 return True
     return False
-
-
-def lab_leftovers(inv: inventory.Inventory) -> list[str]:
-    """Everything of this lab still present on the machine (empty = clean)."""
-    prefix = inv.lab.prefix + "-"
-    left = []
-    netns = Path("/run/netns")
-    left += [f"netns {p.name}" for p in (netns.iterdir() if netns.is_dir() else []) if p.name.startswith(prefix)]
-    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-    for line in links.splitlines():
-        name = line.split(":")[1].strip().split("@")[0]
-        if name.startswith(prefix) or name == inv.lab.bridge:
-            left.append(f"link {name}")
-    state = inv.lab.state_dir
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if "sshd" in cmd and state in cmd:
-                left.append(f"process {p.name}: {cmd.strip()}")
-    if Path(state).exists():
-        left.append(f"state dir {state}")
-    for line in Path("/proc/mounts").read_text().splitlines():
-        mp = line.split()[1]
-        if mp.startswith(state) or mp.startswith(f"/run/netns/{prefix}"):
-            left.append(f"mount {mp}")
-    return left
 
 
 def quiet(*_a, **_k):
@@ -362,10 +335,14 @@ def test_down_after_half_finished_up(half):
     stray = subprocess.Popen(["ip", "netns", "exec", lab.namespace(half, "sensor"), "sleep", "300"],
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     subprocess.run(["ip", "netns", "del", lab.namespace(half, "hardworker")], check=True)
-    time.sleep(0.1)
-    out = lab.down(half, log=quiet)
-    assert stray.wait(timeout=5) is not None
-    assert lab_leftovers(half) == [], out
+    try:
+        time.sleep(0.1)
+        out = lab.down(half, log=quiet)
+        assert stray.wait(timeout=5) < 0  # killed by a signal, not ended by itself
+        assert lab_leftovers(half) == [], out
+    finally:
+        if stray.poll() is None:
+            stray.kill()
 
 
 @needs_root

@@ -1,0 +1,40 @@
+"""The README's main job, `invoke demo`, end to end on the e2e lab, twice; then the lab's own
+tasks through the real `invoke`: lab.status, lab.down."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from tcpskim import lab
+
+from conftest import ROOT, lab_leftovers, run_invoke
+
+
+def test_demo_runs_twice_then_lab_down(e2e_lab):
+    inv, path = e2e_lab
+    runs = []
+    for _ in range(2):  # the quick start must survive being run again on a built lab
+        r = run_invoke(path, "demo", "--duration", "2")
+        assert r.returncode == 0, r.stdout + r.stderr
+        runs.append(re.search(r"^run (\S+) ok: ", r.stdout, re.M).group(1))
+        # collect's tables: both modes at 50 Hz, and the ratio row
+        assert re.search(r"^xdp\s+50\s+1024\s+1\s", r.stdout, re.M), r.stdout
+        assert re.search(r"^tcp\s+50\s+1024\s+1\s", r.stdout, re.M), r.stdout
+        d = ROOT / "results" / runs[-1]
+        rows = json.loads((d / "summary.json").read_text())["rows"]
+        assert [row["mode"] for row in rows] == ["idle", "xdp", "tcp"]
+        for row in rows[1:]:
+            assert row["status"] == "ok" and row["sent"] == row["delivered"] == row["logged"] >= 100, row
+        assert (d / "report.md").exists() and (d / "cpu_per_record.png").exists()
+    assert runs[0] != runs[1]
+
+    st = run_invoke(path, "lab.status")
+    assert st.returncode == 0, st.stdout + st.stderr
+    for h in inv.hosts:
+        row = next(line for line in st.stdout.splitlines() if line.startswith(h.name + " "))
+        assert h.ip in row and lab.namespace(inv, h) in row, row
+
+    down = run_invoke(path, "lab.down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert lab_leftovers(inv) == []  # namespaces, links, bridge, sshds, state dir, mounts
