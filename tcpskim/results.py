@@ -139,7 +139,8 @@ def trial_row(run_id: str, trial, p, summaries: dict, idle_rate: dict, clock_ske
         send_lateness_p99_us=max(((s.get("lateness_us") or {}).get("p99") or 0.0 for s in sensors), default=None),
     )
     if row["delivered"] is not None:  # records missing after the last delivered one are lost too
-        row["lost"] = max(row["lost"] or 0, row["sent"] - row["delivered"] - (row["duplicates"] or 0))
+        # delivered counts each record once (duplicates apart); a corrupt record arrived, damaged
+        row["lost"] = max(row["lost"] or 0, row["sent"] - row["delivered"] - (row["corrupt"] or 0))
     if row["lost"] or row["duplicates"] or row["corrupt"] or row["delivered"] != row["sent"] \
             or row["logged"] != row["sent"] or not win.get("complete"):
         row["status"] = "incomplete"

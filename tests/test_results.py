@@ -50,3 +50,13 @@ def test_latency_takes_out_the_clock_skew():
     row = trial_row("r", Trial(1, 0, "xdp", 50.0, 1024), P, summaries(), {}, clock_skew_s=0.0002)
     assert row["latency_p50_us"] == pytest.approx(100.0) and row["latency_p99_us"] == pytest.approx(700.0)
     assert row["hw_idle_baseline_cpu_s"] is None  # no idle trial: nothing subtracted, and the row says so
+
+
+def test_duplicates_do_not_hide_lost_records_and_corrupt_ones_are_not_lost():
+    # 100 sent, 90 delivered once each, 5 of them again (duplicates), 3 arrived corrupt:
+    # 7 never arrived in any form.
+    s = summaries(sent=100, delivered=90, stored=100)
+    s[("hw", "hardworker", 0)].update(duplicates=5, corrupt=3)
+    row = trial_row("r", Trial(1, 0, "xdp", 50.0, 1024), P, s, {0: 0.02})
+    assert (row["lost"], row["duplicates"], row["corrupt"]) == (7, 5, 3)
+    assert row["status"] == "incomplete"
