@@ -129,16 +129,18 @@ def fix_network(c, inventory=None, dry_run=False):
     from tcpskim import netfix
 
     inv = _inventory(inventory)
+    ok = True
+    # Routes first: on a testbed the control machine may reach a host only through them.
+    routes = netfix.control_routes(c, inv, dry_run)
+    if routes:
+        ok &= summary("fix-network: control-machine routes", routes)
     with _fleet(c, inv) as fleet:
         found = netfix.discover_macs(fleet, list(inv.hosts))
-        ok = summary("fix-network: data-plane MACs", found, ["ip", "mac"])
+        ok &= summary("fix-network: data-plane MACs", found, ["ip", "mac"])
         macs = {r.host: r.data["mac"] for r in found if not r.failed}
         pinned = netfix.pin_neighbours(fleet, [h for h in inv.hosts if h.name in macs], macs, dry_run)
         pinned += [r for r in found if r.failed]
         ok &= summary("fix-network: neighbour pins" + (" (dry run)" if dry_run else ""), pinned, ["pinned"])
-    routes = netfix.control_routes(c, inv, dry_run)
-    if routes:
-        ok &= summary("fix-network: control-machine routes", routes)
     if not ok:
         raise Exit(code=1)
 
@@ -176,7 +178,8 @@ def accept_host_keys(c, inventory=None, hosts=None):
             "repeat": "repeats of every (mode, rate, size); modes alternate within each repeat",
             "wakeup": "consumer wake-up, same in both modes: per-record or batch:<N>ms",
             "sensors": "how many sensor hosts send (default 1)",
-            "idle": "include an idle-baseline trial per repeat (default on; --no-idle to skip)",
+            "idle": "include an idle-baseline trial per repeat (default on unless the inventory's "
+                    "experiment.idle is false; --no-idle to skip)",
             "tag": "a word appended to the run id",
             "work-us": "simulated decision work per record on the hardworker, microseconds",
             "progress": "show a progress bar (default on when the terminal is interactive)"})
@@ -189,7 +192,8 @@ def run_experiment(c, inventory=None, rate=None, size=None, duration=None, warmu
     inv = _inventory(inventory)
     try:
         p = params(inv.experiment, rate=rate, size=size, duration=duration, warmup=warmup, modes=modes,
-                   repeat=repeat, wakeup=wakeup, sensors=sensors, idle=idle, tag=tag,
+                   repeat=repeat, wakeup=wakeup, sensors=sensors,
+                   idle=idle and inv.experiment["idle"], tag=tag,  # either one turns idle off
                    max_sensors=len(inv.sensors), work_us=work_us)
     except inventory_mod.InventoryError as exc:
         raise Exit(f"error: {exc}", code=2) from None
@@ -245,7 +249,7 @@ def report(c, run):
 
 @task(help={"inventory": INV_HELP, "duration": "seconds per measurement window (default 5)",
             "repeat": "repeats (default 1)"})
-def demo(c, inventory=None, duration=5, repeat=1):
+def demo(c, inventory=None, duration=5.0, repeat=1):
     """The main job on the lab, end to end: lab.up, deploy, fix-network, run-experiment --rate 50, collect."""
     inv = _lab_inventory(inventory)
     path = str(inv.path)

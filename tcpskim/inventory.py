@@ -183,6 +183,7 @@ class _Checker:
 
 _MISSING = object()
 
+_CONTROL_IFACE = re.compile(r"^[A-Za-z0-9 _.()-]{1,64}$")
 _TOP = {"testbed", "lab", "ssh", "code", "marker", "experiment", "control", "hosts"}
 _HOST = {"role", "ip", "interface", "mac", "ssh_host", "ssh_port", "ssh_user", "ssh_key",
          "checkout", "python", "cpus"}
@@ -266,6 +267,12 @@ def parse(data: dict, path: Path) -> Inventory:
         "interface": ctl.get("interface", str),
         "add_routes": ctl.get("add_routes", bool, False),
     }
+    # Windows names interfaces like "Wi-Fi" or "Ethernet 2": spaces are fine, shell syntax is not.
+    if control["interface"] is not None and not _CONTROL_IFACE.match(control["interface"]):
+        ctl.fail("control.interface", control["interface"],
+                 "may hold only letters, digits, spaces and - _ . ( ) (max 64)")
+    if control["add_routes"] and not control["gateway"]:
+        ctl.fail("control.gateway", _MISSING, "is required when control.add_routes is true")
 
     raw_hosts = top.get("hosts", dict, None)
     if not raw_hosts:
@@ -354,8 +361,10 @@ def _experiment(f, table) -> dict:
     if not modes or any(m not in MODES for m in modes) or len(set(modes)) != len(modes):
         e.fail("experiment.modes", modes, f"must be a non-empty list of distinct modes from {MODES}")
     wakeup = e.get("wakeup", str, "per-record")
-    if not _WAKEUP.match(wakeup):
-        e.fail("experiment.wakeup", wakeup, "is not 'per-record' or 'batch:<N>ms'")
+    try:
+        parse_wakeup(wakeup)
+    except InventoryError:
+        e.fail("experiment.wakeup", wakeup, "is not 'per-record' or 'batch:<N>ms' with N in 1..10000")
     xdp_mode = e.get("xdp_mode", str, "generic")
     if xdp_mode not in XDP_MODES:
         e.fail("experiment.xdp_mode", xdp_mode, f"is not one of {', '.join(XDP_MODES)}")

@@ -67,6 +67,18 @@ def _list(text, conv, name, lo, hi):
     return tuple(out)
 
 
+def _one(value, conv, name, lo, hi):
+    """One task option as a number in lo..hi, or a one-line error naming it."""
+    try:
+        v = conv(str(value).strip())
+    except ValueError:
+        what = "a whole number" if conv is int else "a number"
+        raise InventoryError(f"--{name}: {value!r} is not {what}") from None
+    if not lo <= v <= hi:
+        raise InventoryError(f"--{name}: {value!r} is out of range {lo:g}..{hi:g}")
+    return v
+
+
 def params(defaults: dict, *, rate=None, size=None, duration=None, warmup=None, modes=None, repeat=None,
            wakeup=None, sensors=1, idle=None, tag="", max_sensors=1, work_us=None) -> Params:
     """Task options over inventory defaults; every bad option is a one-line error naming it."""
@@ -77,27 +89,26 @@ def params(defaults: dict, *, rate=None, size=None, duration=None, warmup=None, 
     if len(set(modes_t)) != len(modes_t) or not modes_t:
         raise InventoryError(f"--modes: {modes!r} must list distinct modes")
     wk = wakeup or defaults["wakeup"]
-    parse_wakeup(wk)
+    try:
+        parse_wakeup(wk)
+    except InventoryError as exc:
+        raise InventoryError(f"--{exc}") from None
     if not re.match(r"^[A-Za-z0-9._-]{0,40}$", tag or ""):
         raise InventoryError(f"--tag: {tag!r} may hold only letters, digits, '.', '_', '-' (max 40)")
-    sensors = int(sensors)
-    if not 1 <= sensors <= max_sensors:
-        raise InventoryError(f"--sensors: {sensors} is out of range 1..{max_sensors} (sensor hosts in the inventory)")
-    rep = int(repeat if repeat is not None else defaults["repeat"])
-    if not 1 <= rep <= 1000:
-        raise InventoryError(f"--repeat: {rep} is out of range 1..1000")
-    dur = float(duration if duration is not None else defaults["duration"])
-    if not 0.5 <= dur <= 86400:
-        raise InventoryError(f"--duration: {dur:g} is out of range 0.5..86400")
-    wu = float(warmup if warmup is not None else defaults["warmup"])
-    if not 0 <= wu <= 3600:
-        raise InventoryError(f"--warmup: {wu:g} is out of range 0..3600")
+    try:
+        sensors = _one(sensors, int, "sensors", 1, max_sensors)
+    except InventoryError as exc:
+        raise InventoryError(f"{exc} (sensor hosts in the inventory)") from None
+    rep = _one(repeat if repeat is not None else defaults["repeat"], int, "repeat", 1, 1000)
+    dur = _one(duration if duration is not None else defaults["duration"], float, "duration", 0.5, 86400)
+    wu = _one(warmup if warmup is not None else defaults["warmup"], float, "warmup", 0, 3600)
+    work = _one(work_us if work_us is not None else defaults["work_us"], float, "work-us", 0, 1_000_000)
     return Params(
         rates=_list(rate if rate is not None else defaults["rate"], float, "rate", 0.1, 100_000),
         sizes=_list(size if size is not None else defaults["size"], int, "size", 0, 65_000),
         duration_s=dur, warmup_s=wu, tail_s=float(defaults["tail"]), modes=modes_t, repeat=rep,
         wakeup=wk, sensors=sensors, idle=bool(defaults["idle"] if idle is None else idle), tag=tag or "",
-        work_us=float(work_us if work_us is not None else defaults["work_us"]))
+        work_us=work)
 
 
 def trials(p: Params) -> list[Trial]:

@@ -117,6 +117,9 @@ BAD = [
     (setting("experiment.modes", []), "experiment.modes", "non-empty"),
     (setting("experiment.rate", 0), "experiment.rate", "0"),
     (setting("experiment.wakeup", "sometimes"), "experiment.wakeup", "sometimes"),
+    (setting("experiment.wakeup", "batch:0ms"), "experiment.wakeup", "batch:0ms"),
+    (setting("control.interface", "eth0; rm -rf /"), "control.interface", "rm -rf"),
+    (setting("control.add_routes", True), "control.gateway", "add_routes"),
     (setting("experiment.xdp_mode", "offload"), "experiment.xdp_mode", "offload"),
     (setting("experiment.ringbuf_bytes", 100000), "experiment.ringbuf_bytes", "power of two"),
     (setting("experiment.size", 70000), "experiment.size", "70000"),
@@ -219,6 +222,30 @@ def test_tasks_refuse_bad_inventory_before_any_ssh(tmp_path):
                 assert r.returncode == 2, (path, task, r.stdout, r.stderr)
                 err = r.stderr.strip()
                 assert len(err.splitlines()) == 1 and key in err, (task, err)
+        assert lst.accepted == 0
+    finally:
+        lst.close()
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["--repeat", "abc"], "--repeat"), (["--repeat", "2.5"], "--repeat"), (["--duration", "x"], "--duration"),
+    (["--work-us", "-5"], "--work-us"), (["--wakeup", "batch:0ms"], "--wakeup"), (["--rate", "50,fast"], "--rate"),
+    (["--sensors", "4"], "--sensors"), (["--modes", "xdp,udp"], "--modes"), (["--tag", "a b"], "--tag"),
+])
+def test_run_experiment_refuses_bad_options_before_any_ssh(tmp_path, argv, key):
+    """The real `invoke run-experiment` with a bad option: exit 2, one line naming it, no connection."""
+    lst = _Listener()
+    try:
+        d = base(lst.port)
+        for h, sock in zip(d["hosts"].values(), lst.socks):  # a valid inventory: one listener each
+            h["ssh_port"] = sock.getsockname()[1]
+        path = load_dict(tmp_path, d)
+        r = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), "run-experiment", "-i", str(path),
+                            *argv], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                           timeout=60)
+        assert r.returncode == 2, (argv, r.stdout, r.stderr)
+        err = r.stderr.strip()
+        assert len(err.splitlines()) == 1 and key in err, (argv, err)
         assert lst.accepted == 0
     finally:
         lst.close()
