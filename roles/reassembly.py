@@ -9,6 +9,14 @@ sequence numbers are compared modulo 2**32 (RFC 1982 style), so wrap-around is t
 Memory is bounded per stream (``max_ahead_bytes``); a segment that does not fit is not kept
 and counted in ``overflow_bytes``. Those bytes may be lost for good (the logger may already
 have acknowledged them), so ``overflow_bytes`` must be reported, never ignored.
+
+An RST ends a stream at once, whatever its sequence number (a peer accepts an RST only
+in-window, and a passive observer cannot check that window better than the peer did).
+Bytes then held after a hole, and bytes past the delivered end seen later (the hole's
+copy arriving after the RST), can never be delivered: they are counted, each stream byte
+once, in ``abandoned_bytes``, which must be reported like ``overflow_bytes``. Other bytes
+seen after a stream ended are ``duplicate_bytes``.
+
 Pure Python: no bcc, no I/O.
 """
 
@@ -24,7 +32,7 @@ class Stream:
 
     __slots__ = ("isn", "nxt", "nxt32", "ahead", "starts", "ahead_bytes", "fin_at", "ended",
                  "reset", "synced", "segments", "duplicate_bytes", "out_of_order",
-                 "delivered_bytes", "overflow_bytes", "restarts")
+                 "delivered_bytes", "overflow_bytes", "abandoned_bytes", "gone", "restarts")
 
     def __init__(self, isn, synced=True):
         self.isn = isn
@@ -42,12 +50,14 @@ class Stream:
         self.out_of_order = 0
         self.delivered_bytes = 0
         self.overflow_bytes = 0
+        self.abandoned_bytes = 0
+        self.gone = []                 # sorted disjoint [start, end) counted in abandoned_bytes
         self.restarts = 0
 
     def stats(self):
         return {k: getattr(self, k) for k in (
             "segments", "duplicate_bytes", "out_of_order", "delivered_bytes", "overflow_bytes",
-            "ahead_bytes", "ended", "reset", "synced", "restarts")}
+            "abandoned_bytes", "ahead_bytes", "ended", "reset", "synced", "restarts")}
 
 
 class Reassembler:
@@ -82,7 +92,14 @@ class Reassembler:
         else:
             st.segments += 1
         if st.ended:
-            st.duplicate_bytes += len(payload)
+            if st.reset and payload:  # past the delivered end: too late, never a duplicate
+                d = ((seq - st.nxt32 + _HALF) & _M32) - _HALF
+                old = min(len(payload), max(0, -d))
+                st.duplicate_bytes += old
+                if old < len(payload):
+                    self._abandon(st, st.nxt + d + old, st.nxt + d + len(payload))
+            else:
+                st.duplicate_bytes += len(payload)
             return b""
         seg_abs = st.nxt + (((seq - st.nxt32 + _HALF) & _M32) - _HALF)
         out = self._data(st, seq, payload) if payload else b""
@@ -90,6 +107,10 @@ class Reassembler:
             st.fin_at = seg_abs + len(payload)
         if flags & RST:
             st.ended = st.reset = True
+            # What waits after a hole can never be delivered now: count it, free it.
+            for start in st.starts:
+                self._abandon(st, start, start + len(st.ahead[start]))
+            st.ahead, st.starts, st.ahead_bytes = {}, [], 0
         elif st.fin_at is not None and st.nxt >= st.fin_at:
             st.ended = True
         return out
@@ -146,6 +167,23 @@ class Reassembler:
             seg = seg[skip:]
             parts.append(seg)
             self._advance(st, len(seg))
+
+    @staticmethod
+    def _abandon(st, start, end):
+        """Count [start, end) in abandoned_bytes, bytes already counted there as duplicates."""
+        new, merged = end - start, []
+        lo, hi = start, end
+        for a, b in st.gone:  # few: one per hole-separated run
+            if b < start or a > end:
+                merged.append((a, b))
+            else:
+                new -= max(0, min(b, end) - max(a, start))
+                lo, hi = min(lo, a), max(hi, b)
+        merged.append((lo, hi))
+        merged.sort()
+        st.gone = merged
+        st.abandoned_bytes += new
+        st.duplicate_bytes += end - start - new
 
     @staticmethod
     def _advance(st, n):

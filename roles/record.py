@@ -159,7 +159,8 @@ class RecordStream:
     Garbage is skipped up to the next header that validates (magic + header CRC) and
     reported as one Bad per skipped run; a record with a valid header and a bad payload is
     reported as Bad with its sensor id and seq. Every input byte ends up in exactly one
-    Record or Bad (``close()`` reports an unfinished tail)."""
+    Record or Bad (``close()`` reports an unfinished tail, with its sensor id and seq when
+    its header is complete and valid, so a truncated record counts as corrupt for its sensor)."""
 
     def __init__(self, max_payload: int = MAX_PAYLOAD, max_bad_raw: int = 4096):
         self.max_payload = max_payload
@@ -225,10 +226,16 @@ class RecordStream:
         return len(self._buf) - self._pos
 
     def close(self) -> list:
-        """End of stream: any unconsumed bytes become one Bad('truncated')."""
+        """End of stream: any unconsumed bytes become one Bad('truncated'), attributed to
+        its sensor and seq when they start with a valid header (a record cut short)."""
         out = []
         if self.pending:
-            self._bad(out, "truncated", self._pos, len(self._buf))
+            sid = seq = None
+            try:
+                sid, seq, *_ = parse_header(memoryview(self._buf)[self._pos:], self.max_payload)
+            except RecordError:
+                pass  # no complete valid header: cannot be attributed
+            self._bad(out, "truncated", self._pos, len(self._buf), sid, seq)
         self._buf = bytearray()
         self._pos = 0
         return out

@@ -6,7 +6,7 @@ transparently; in tcp mode it also connects to the logger and sends every record
 After ``ready`` and go.json it sends records seq 0, 1, ... with deadline-based pacing
 (deadline_i = start_at + i / rate_hz: no drift, a late record goes out at once and is counted,
 nothing is skipped) for warmup_s + duration_s + tail_s, then shuts down its write side and
-waits (bounded) for the peer to close.
+waits (bounded: close_timeout_s, at most STOP_GRACE_S once SIGTERM came) for the peer to close.
 """
 
 import logging
@@ -21,6 +21,8 @@ log = logging.getLogger("tcpskim.sensor")
 
 SPIN_S = 0.0003  # sleep until this close to a deadline, then spin (sleep overshoots ~50-100 us)
 SEND_TIMEOUT_S = 0.2  # send() blocks at most this long between stop-flag checks
+STOP_GRACE_S = 1.0  # once stopped, wait at most this long for the peer to close
+STOP_POLL_S = 0.1  # recv() blocks at most this long between stop-flag checks
 
 
 class ConnectFailed(RuntimeError):
@@ -59,18 +61,29 @@ def send_all(sock, data, stop) -> bool:
     return True
 
 
-def close_and_wait(sock, timeout) -> bool:
-    """SHUT_WR, then read until the peer closes; True if it did within timeout."""
+def close_and_wait(sock, timeout, stop=None) -> bool:
+    """SHUT_WR, then read until the peer closes; True if it did within timeout.
+
+    Once ``stop`` is set (SIGTERM) the wait ends within STOP_GRACE_S, whatever ``timeout``
+    says: the control side SIGKILLs 10 s after SIGTERM, and run()'s finally must detach the
+    XDP program before that (a program left attached swallows the port's traffic)."""
     try:
         sock.shutdown(socket.SHUT_WR)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            sock.settimeout(max(0.01, end - time.monotonic()))
+        now = time.monotonic()
+        end = now + timeout
+        stopping = False
+        while now < end:
+            if not stopping and stop is not None and stop.is_set():
+                stopping = True
+                end = min(end, now + STOP_GRACE_S)
+            # Short slices: the signal handler only sets the flag, recv() does not return.
+            sock.settimeout(max(0.01, min(end - now, STOP_POLL_S)))
             try:
                 if not sock.recv(65536):
                     return True
             except socket.timeout:
-                break
+                pass
+            now = time.monotonic()
         return False
     except OSError as exc:
         log.warning("closing: %s", exc)
@@ -157,7 +170,8 @@ def run(role: runtime.Role) -> int:
         role.summary.update(start_at=start_at)
         role.summary.update(pace_and_send(role, socks, start_at))
         log.info("sent %d records; closing", role.summary["sent"])
-        role.summary["peer_closed"] = [close_and_wait(s, cfg["close_timeout_s"]) for s in socks]
+        role.summary["peer_closed"] = [close_and_wait(s, cfg["close_timeout_s"], role.stop)
+                                     for s in socks]
         socks = []
         return 0
     finally:

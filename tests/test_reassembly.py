@@ -148,3 +148,29 @@ def test_midstream_start():
     assert not ra.stream(K).synced
     strict = Reassembler(accept_midstream=False)
     assert strict.feed(K, 500, ACK, b"abc") == b"" and strict.orphans == 1
+
+
+def test_rst_with_a_hole_reports_the_held_bytes_as_abandoned():
+    """Bytes held after a hole when the RST comes can never be delivered: counted, not lost
+    silently; late copies of undelivered bytes are abandoned too, each byte once."""
+    ra = Reassembler()
+    ra.feed(K, 0, SYN)
+    assert ra.feed(K, 1, ACK, DATA[:1000]) == DATA[:1000]
+    ra.feed(K, 2001, ACK, DATA[2000:3000])  # hole at 1000..2000
+    ra.feed(K, 2501, ACK, DATA[2500:3500])  # overlaps what is held
+    ra.feed(K, 3501, RST)
+    st = ra.stream(K)
+    assert st.ended and st.reset and st.ahead_bytes == 0
+    assert st.abandoned_bytes == 1500 and st.duplicate_bytes == 500
+    assert ra.feed(K, 1001, ACK, DATA[1000:2000]) == b""  # the hole, too late
+    assert ra.feed(K, 501, ACK, DATA[500:1500]) == b""  # half delivered, half abandoned
+    assert ra.feed(K, 2001, ACK, DATA[2000:3000]) == b""  # a copy of abandoned bytes
+    assert st.abandoned_bytes == 2500 and st.duplicate_bytes == 500 + 1000 + 1000
+    assert ra.stats()[f"{K[0]}:{K[1]}"]["abandoned_bytes"] == 2500
+
+
+def test_rst_without_a_hole_abandons_nothing():
+    ra = Reassembler()
+    run(ra, segments(3, DATA[:3000], 1000)[:-1] + [(3 + 3001, RST, b"")])
+    st = ra.stream(K)
+    assert st.reset and st.abandoned_bytes == 0 and st.delivered_bytes == 3000

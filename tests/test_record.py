@@ -201,3 +201,17 @@ def test_prop_counter_conserves(seqs):
     assert s["delivered"] == len(distinct)
     assert s["duplicates"] == len(seqs) - len(distinct)
     assert s["lost"] == (max(seqs) + 1 - len(distinct) if seqs else 0)
+
+
+def test_truncated_tail_with_a_valid_header_is_attributed_to_its_sensor():
+    """A record cut short after a complete header is corrupt for its sensor, not unknown."""
+    s, c = RecordStream(), DeliveryCounter()
+    for x in s.feed(encode(5, 0, 0, 100) + encode(5, 1, 0, 100)[:HEADER_SIZE + 60]) + s.close():
+        c.add(x)
+    c.expect(5, 2)
+    tot = c.summary()
+    assert tot["per_sensor"]["5"]["corrupt"] == 1 and tot["per_sensor"]["5"]["lost"] == 0
+    assert tot["unattributed_bad"] == 0 and tot["delivered"] == 1
+    s.feed(encode(5, 2, 0, 100)[:HEADER_SIZE - 1])  # header incomplete: cannot be attributed
+    (tail,) = s.close()
+    assert (tail.reason, tail.sensor_id, tail.seq) == ("truncated", None, None)
