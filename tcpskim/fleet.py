@@ -1,8 +1,10 @@
 """SSH to the testbed: one place that opens Fabric connections to inventory hosts.
 
 * Host keys are checked against the inventory's known_hosts file (Fabric alone would accept
-  any key). Unknown keys are refused unless the caller asked to accept new keys; a changed
-  key is always refused, with both fingerprints, until ``invoke accept-host-keys``.
+  any key), read with ``hostkeys.load_known_hosts`` (lines paramiko cannot use are skipped).
+  Unknown keys are refused unless the caller asked to accept new keys (then appended to the
+  file, the rest of it untouched); a changed key is always refused, with both fingerprints,
+  until ``invoke accept-host-keys``.
 * Connect, banner, auth and command timeouts come from the inventory, so an unreachable host
   fails that host alone, quickly.
 * Commands that need root go through sudo for non-root users (invoke's
@@ -21,7 +23,6 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import paramiko
 from fabric import Config, Connection
@@ -29,6 +30,7 @@ from invoke.exceptions import CommandTimedOut, UnexpectedExit
 from invoke.watchers import FailingResponder
 from tabulate import tabulate
 
+from .hostkeys import load_known_hosts, remember
 from .inventory import Host, Inventory
 
 SUDO_PROMPT = "[tcpskim sudo] password: "
@@ -58,19 +60,18 @@ def remote_path(path: str) -> str:
 
 
 class _AcceptNew(paramiko.MissingHostKeyPolicy):
-    """Accept and remember a key the known_hosts file does not have yet (never a changed one)."""
+    """Accept and remember a key the known_hosts file does not have yet (never a changed one).
+
+    paramiko calls this only for a host with no usable key in the file (a changed key raises
+    BadHostKeyException first); the key is appended, leaving the rest of the file as it was.
+    """
 
     def __init__(self, path: str, lock: threading.Lock):
         self.path, self.lock = path, lock
 
     def missing_host_key(self, client, hostname, key):
         with self.lock:
-            hk = paramiko.HostKeys()
-            if os.path.exists(self.path):
-                hk.load(self.path)
-            hk.add(hostname, key.get_name(), key)
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            hk.save(self.path)
+            remember(self.path, hostname, key, replace=False)
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -116,8 +117,7 @@ class Fleet:
         c = Connection(host.ssh_host, user=host.ssh_user, port=host.ssh_port,
                        connect_timeout=t, connect_kwargs=kwargs,
                        config=Config(overrides={"load_ssh_configs": False, "run": {"hide": True}}))
-        if os.path.exists(self.known_hosts):
-            c.client.load_host_keys(self.known_hosts)
+        load_known_hosts(self.known_hosts, into=c.client.get_host_keys())  # RejectPolicy/BadHostKey as before
         c.client.set_missing_host_key_policy(
             _AcceptNew(self.known_hosts, self._kh_lock) if self.accept_new_keys else paramiko.RejectPolicy())
         try:
