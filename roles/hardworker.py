@@ -361,6 +361,21 @@ def run_xdp(role, decider, streams, done, go):
     role.summary["setup_cpu_s"] = time.process_time() - t0  # compiling: outside the window
     reasm = Reassembler()
     delay_s = cfg["consumer_delay_us"] / 1e6
+    # Every FIN seen proves the hardworker captured everything, not that the logger got it:
+    # a segment lost on the way to the logger comes back as the sensor's retransmission, and
+    # without the program this host's kernel would answer it with an RST. So stay attached
+    # until SIGTERM (the control side sends it once the sensors saw their connections close)
+    # or for the sensors' whole close wait (close_timeout_s) plus a margin.
+    linger_s = cfg["close_timeout_s"] + 5.0
+    done_at = None
+
+    def finished() -> bool:
+        nonlocal done_at
+        if not done():
+            return False
+        done_at = done_at or time.monotonic()
+        return time.monotonic() - done_at > linger_s
+
     restore = contextlib.ExitStack()  # interface settings changed for the xdp path
     try:
         if stop.is_set():  # SIGTERM while compiling: never attach
@@ -372,7 +387,7 @@ def run_xdp(role, decider, streams, done, go):
         with bpf_stats_enabled():
             go(skim.prog_stats)
             tick = Ticker(wk["interval_ms"] / 1000) if wk["policy"] == "batch" else None
-            while not stop.is_set() and not done():
+            while not stop.is_set() and not finished():
                 if tick is not None:
                     tick.sleep(stop)
                 elif not skim.wait(100):

@@ -111,7 +111,11 @@ def validate(cfg: dict) -> dict:
     _need(cfg, "xdp_mode", str, lambda v: v in ("generic", "native", "auto"))
     _need(cfg, "ringbuf_bytes", int, lambda v: v >= 4096 and v & (v - 1) == 0,
           "a power of two, at least one page")
-    _need(cfg, "capture_bytes", int, lambda v: 1448 <= v <= 65535)
+    _need(cfg, "capture_bytes", int, lambda v: 1448 <= v <= 9000, "1448..9000 (a jumbo frame at most)")
+    # One ring-buffer record = 8-byte header + 16-byte skim_rec + capture, padded: room for two
+    # at least, or every reservation fails and the stream stalls on retransmissions forever.
+    if cfg["ringbuf_bytes"] < 2 * (cfg["capture_bytes"] + 24):
+        raise ConfigError("ringbuf_bytes", f"at least 2 x (capture_bytes + 24) = {2 * (cfg['capture_bytes'] + 24)}")
     _need(cfg, "work_us", float, lambda v: 0 <= v <= 1e6)
     _need(cfg, "consumer_delay_us", float, lambda v: 0 <= v <= 1e7)
     ncpu = os.cpu_count() or 1

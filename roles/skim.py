@@ -36,9 +36,12 @@ class _Attached:
 
     def attach(self):
         """Attach (detaching a stale program first). Returns {"mode", "stale"}."""
+        self._attach_tried = True  # from here on close() must detach, even if attach fails
         info = xdp.attach(self.bpf, self._fn, self.interface, self.xdp_mode)
         self.attached_mode = info["mode"]
         return info
+
+    _attach_tried = False
 
     def detach(self):
         """Idempotent; never raises when nothing is attached."""
@@ -47,13 +50,17 @@ class _Attached:
         self.attached_mode = None
 
     def prog_stats(self):
-        """{"run_time_ns", "run_cnt"} (non-zero only while xdp.bpf_stats_enabled() is in force)."""
-        return xdp.bpf_stats(self.bpf, self._fn)
+        """{"run_time_ns", "run_cnt"} (non-zero only while xdp.bpf_stats_enabled() is in force);
+        {} once closed (the sampler thread may ask after the role closed the program)."""
+        bpf = self.bpf
+        return {} if bpf is None else xdp.bpf_stats(bpf, self._fn)
 
     def close(self):
-        """Detach, then free the ring reader (hardworker) and the BPF object; idempotent."""
+        """Detach (if this object ever tried to attach: never another role's program), then
+        free the ring reader (hardworker) and the BPF object; idempotent."""
         try:
-            self.detach()
+            if self._attach_tried:
+                self.detach()
         finally:
             if getattr(self, "reader", None) is not None:
                 self.reader.close()

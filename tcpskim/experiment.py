@@ -243,8 +243,10 @@ class Runner:
             for (hname, r, inst), (host, remote, cfg) in cfgs.items():
                 if r != role:
                     continue
-                # The hardworker ends on the sensors' FINs; give it a moment before TERM.
-                deadline = time.time() + (10.0 if role == "hardworker" else 0.0)
+                # In tcp mode the hardworker ends on the sensors' FINs: give it a moment before
+                # TERM. In xdp mode it stays attached until told (a late retransmission must
+                # still reach the logger); the sensors' connections are closed by now.
+                deadline = time.time() + (10.0 if role == "hardworker" and trial.mode == "tcp" else 0.0)
                 while time.time() < deadline and f"{role}-{inst}" in self._alive(host, cfg)[0]:
                     time.sleep(0.2)
                 fleet.hostctl(host, "stop", "--role", role, "--timeout", "10", timeout=60)

@@ -402,6 +402,22 @@ def test_attach_replaces_stale_and_detach_is_idempotent(skims):
             xdp.attached_prog("eth0; reboot")
 
 
+def test_close_without_attach_leaves_other_programs_alone(skims):
+    """A role stopped before it attached (SIGTERM while compiling) must not detach what
+    another program put on the interface."""
+    from roles import xdp
+    from roles.skim import HardworkerSkim
+
+    hw, _ = skims()
+    with in_netns(NS["hw"]):
+        theirs = xdp.attached_prog("eth0")["prog_id"]
+        mine = HardworkerSkim(interface="eth0", hw_ip=IP["hw"], hw_mac=MAC["hw"], logger_ip=IP["log"],
+                              logger_mac=MAC["log"], tos=TOS, port=PORT)
+        mine.close()
+        assert xdp.attached_prog("eth0")["prog_id"] == theirs
+        assert mine.prog_stats() == {}  # closed: the sampler gets nothing, not a stale fd
+
+
 def test_compile_flags_validation():
     from roles import xdp
 
