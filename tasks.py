@@ -99,11 +99,16 @@ def lab_status(c, inventory=None):
             "accept-new-host-keys": "trust host keys not yet in known_hosts (never a changed key)"})
 def deploy(c, inventory=None, hosts=None, install_deps=False, accept_new_host_keys=False):
     """Clone or git pull --ff-only the code on every host and check its runtime."""
-    from tcpskim.deploy import control_warnings, deploy as do_deploy
+    from tcpskim.deploy import code_source, control_warnings, deploy as do_deploy
 
     inv = _inventory(inventory)
     targets = _select(inv, hosts)
-    for w in control_warnings(inv):
+    try:
+        code_source(inv)  # which branch hosts pull: known before any SSH
+        warnings = control_warnings(inv)
+    except (ValueError, RuntimeError) as exc:
+        raise Exit(f"error: {exc}", code=2) from None
+    for w in warnings:
         print(f"warning: {w}")
     with _fleet(c, inv, accept_new_host_keys) as fleet:
         results = do_deploy(fleet, targets, install=install_deps)
@@ -232,8 +237,14 @@ def collect(c, run="", inventory=None):
     """Fetch a run's files from every host, then print its tables and write report.md and plots."""
     from tcpskim.collect import collect as do_collect
 
+    from tcpskim.collect import run_hosts
+
     inv = _inventory(inventory)
     run_dir = _run_dir(run)
+    try:
+        run_hosts(run_dir, inv)  # a run folder whose hosts this inventory knows, before any SSH
+    except ValueError as exc:
+        raise Exit(f"error: {exc}", code=2) from None
     with _fleet(c, inv) as fleet:
         ok = summary(f"collect {run_dir.name}", do_collect(fleet, run_dir), ["files"])
     _render(run_dir)

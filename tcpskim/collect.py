@@ -13,14 +13,37 @@ from pathlib import Path
 from .fleet import Fleet, HostResult
 
 
+def run_hosts(run_dir: Path, inv) -> tuple[dict, list]:
+    """(run.json, the inventory hosts it names); ValueError (one line) before any SSH if the
+    folder is not a run or names a host the inventory does not have."""
+    try:
+        run = json.loads((run_dir / "run.json").read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{run_dir} is not a run folder (no run.json)") from None
+    except ValueError as exc:
+        raise ValueError(f"{run_dir}/run.json is not valid JSON: {exc}") from None
+    missing = [name for name in run.get("hosts", {}) if name not in inv.names]
+    if missing:
+        raise ValueError(f"run {run.get('run_id')} used host(s) {', '.join(missing)}, "
+                         f"not in inventory {inv.path.name}")
+    return run, [inv.host(name) for name in run.get("hosts", {})]
+
+
 def collect(fleet: Fleet, run_dir: Path) -> list[HostResult]:
-    run = json.loads((run_dir / "run.json").read_text())
+    run, hosts = run_hosts(run_dir, fleet.inv)
     run_id = run["run_id"]
-    hosts = [fleet.inv.host(name) for name in run.get("hosts", {})]
 
     def one(h) -> HostResult:
         base = f"{run['hosts'][h.name]['checkout']}/.tcpskim/runs/{run_id}"
-        r = fleet.run(h, f"cd {shlex.quote(base)} 2>/dev/null && find . -type f -printf '%P\\t%s\\n' || true")
+        r = fleet.run(h, f"if cd {shlex.quote(base)} 2>/dev/null; then find . -type f -printf '%P\\t%s\\n'; "
+                         f"else echo NO-RUN-FOLDER; fi", warn=True)
+        if r.stdout.strip() == "NO-RUN-FOLDER":
+            if run.get("status") == "ok":  # every host took part in a complete run
+                return HostResult(h.name, "failed", f"no folder {base} (checkout moved or cleaned?)")
+            return HostResult(h.name, "ok", "nothing here: the run failed before this host took part",
+                              {"files": 0})
+        if r.exited:
+            return HostResult(h.name, "failed", f"listing {base}: {(r.stderr or r.stdout).strip()[:200]}")
         fetched = skipped = 0
         for line in r.stdout.splitlines():
             rel, _, size = line.partition("\t")

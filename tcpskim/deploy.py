@@ -22,7 +22,13 @@ APT_PACKAGES = ["git", "python3", "python3-bpfcc", "bpfcc-tools", "python3-pyrou
 def code_source(inv: Inventory) -> tuple[str, str]:
     """(remote, branch) hosts pull from; the lab pulls from the control checkout itself."""
     remote = inv.code_remote or str(CHECKOUT)
-    branch = inv.code_branch or localgit.branch()
+    try:
+        branch = inv.code_branch or localgit.branch()
+    except RuntimeError as exc:  # not a git checkout, git missing...
+        raise ValueError(f"cannot read the control checkout's branch: {exc}") from None
+    if branch == "HEAD":  # `git rev-parse --abbrev-ref HEAD` on a detached HEAD
+        raise ValueError("the control checkout is on a detached HEAD: check out a branch "
+                         "or set code.branch in the inventory")
     return remote, branch
 
 

@@ -12,9 +12,12 @@ and marks the run failed. One folder per run: ``results/<run-id>/`` (see results
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import signal
+import threading
 import time
 from dataclasses import dataclass
 
@@ -288,31 +291,25 @@ class Runner:
         if self.control_cpus:
             os.sched_setaffinity(0, self.control_cpus)
         try:
-            facts = preflight(self.fleet, self.hosts)
-            for h in self.hosts:
-                self.info[h.name] = HostInfo(h, facts[h.name]["checkout"], facts[h.name]["clock_offset_s"])
-            folder.set_hosts({h.name: {"role": h.role, **facts[h.name]} for h in self.hosts})
-            t_run = time.time()
-            for i, trial in enumerate(self.plan):
-                self.out(f"[{i + 1}/{len(self.plan)}] {trial.id}  (elapsed {time.time() - t_run:.0f} s)")
-                summaries = self.run_trial(folder, trial, facts)
-                skew = 0.0 if self.inv.lab else \
-                    self.info[self.inv.hardworker.name].offset_s - self.info[self.sensors[0].name].offset_s
-                row = trial_row(folder.run_id, trial, p, summaries, self.idle_rate, skew)
-                if trial.mode == "idle" and row.get("_idle_rate") is not None:
-                    self.idle_rate[trial.repeat] = row["_idle_rate"]
-                rows.append(row)
-                folder.write_summary(rows)
-                self.out("    " + _row_line(row))
+            with _signals_interrupt():
+                self._trials(folder, rows)
         except BaseException as exc:  # KeyboardInterrupt included: stop everything, keep results
-            reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else str(exc)
-            self.out(f"run failed: {reason}; stopping every role on every host")
+            reason = f"interrupted ({exc.args[0] if exc.args else 'Ctrl-C'})" \
+                if isinstance(exc, KeyboardInterrupt) else str(exc)
+            if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal may be gone: clean up anyway
+
+            def say(text):
+                with contextlib.suppress(OSError):  # ... and printing to it may fail
+                    self.out(text)
+
+            say(f"run failed: {reason}; stopping every role on every host")
             from .fleet import summary
 
-            summary("cleanup", self.fleet.each(list(self.inv.hosts), lambda h: stop_host(self.fleet, h)))
+            summary("cleanup", self.fleet.each(list(self.inv.hosts), lambda h: stop_host(self.fleet, h)), out=say)
             folder.write_summary(rows)
             folder.finish("failed", reason)
-            self.out(f"run {folder.run_id} FAILED: partial results in {folder.path}")
+            say(f"run {folder.run_id} FAILED: partial results in {folder.path}")
             raise RunFailed(reason) from None
         finally:
             if affinity:
@@ -320,6 +317,26 @@ class Runner:
         folder.finish("ok")
         self.out(f"run {folder.run_id} ok: {folder.path}")
         return folder
+
+    def _trials(self, folder: RunFolder, rows: list):
+        """Preflight, then every trial of the plan; a summary row written after each."""
+        p = self.p
+        facts = preflight(self.fleet, self.hosts)
+        for h in self.hosts:
+            self.info[h.name] = HostInfo(h, facts[h.name]["checkout"], facts[h.name]["clock_offset_s"])
+        folder.set_hosts({h.name: {"role": h.role, **facts[h.name]} for h in self.hosts})
+        t_run = time.time()
+        for i, trial in enumerate(self.plan):
+            self.out(f"[{i + 1}/{len(self.plan)}] {trial.id}  (elapsed {time.time() - t_run:.0f} s)")
+            summaries = self.run_trial(folder, trial, facts)
+            skew = 0.0 if self.inv.lab else \
+                self.info[self.inv.hardworker.name].offset_s - self.info[self.sensors[0].name].offset_s
+            row = trial_row(folder.run_id, trial, p, summaries, self.idle_rate, skew)
+            if trial.mode == "idle" and row.get("_idle_rate") is not None:
+                self.idle_rate[trial.repeat] = row["_idle_rate"]
+            rows.append(row)
+            folder.write_summary(rows)
+            self.out("    " + _row_line(row))
 
     def print_plan(self, folder: RunFolder):
         p = self.p
@@ -329,6 +346,26 @@ class Runner:
                  f"{p.repeat} repeat(s), wake-up {p.wakeup}, {p.sensors} sensor(s); "
                  f"estimated {estimate_s(p, self.plan) / 60:.1f} min")
         self.out("order: " + " ".join(t.id.split("-", 1)[1] for t in self.plan))
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGTERM and SIGHUP (a closed terminal or SSH session to the control machine) interrupt
+    the run like Ctrl-C, so its cleanup still stops every role and detaches every XDP program."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    sigs = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    old = {s: signal.signal(s, interrupt) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _row_line(row: dict) -> str:

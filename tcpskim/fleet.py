@@ -173,12 +173,14 @@ class Fleet:
         r = self.run(host, cmd, root=True, timeout=timeout, warn=True)
         out = r.stdout.strip().splitlines()
         try:
-            data = json.loads(out[-1]) if out else {}
+            data = json.loads(out[-1]) if out else None
         except json.JSONDecodeError:
-            data = {}
-        if r.exited != 0 or not out:
-            msg = data.get("error") or (r.stderr.strip().splitlines() or [f"exit {r.exited}"])[-1]
-            raise HostError(f"hostctl {args[0]}: {msg}")
+            data = None
+        if r.exited != 0 or not isinstance(data, dict):
+            # exit 0 without a JSON object is a failure too (an old checkout, a stray print)
+            msg = (data or {}).get("error") if isinstance(data, dict) else None
+            msg = msg or (r.stderr.strip().splitlines() or out or [f"exit {r.exited}"])[-1]
+            raise HostError(f"hostctl {args[0]}: {msg[:200]}")
         return data
 
     def put(self, host: Host, local: str, remote: str):

@@ -387,7 +387,7 @@ def plot_cpu_per_record(rows, path) -> dict:
         if points.get(size):
             ax.legend(title="mode (95 % CI)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     return plotted
 
@@ -440,7 +440,7 @@ def plot_cpu_over_time(run_dir: Path, rows, path) -> int:
     else:
         ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     return drawn
 
@@ -489,7 +489,7 @@ def plot_latency_cdf(run_dir: Path, rows, path) -> bool:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     return True
 
@@ -529,6 +529,14 @@ def _hosts_table(run, tablefmt) -> str:
                     tablefmt=tablefmt, disable_numparse=True)
 
 
+def _save(fig, path) -> None:
+    """savefig through a temporary file: an interrupted render never leaves half a PNG."""
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)  # matplotlib picks the format by suffix
+    fig.savefig(tmp, dpi=100)
+    tmp.replace(path)
+
+
 def write_report(run_dir) -> tuple[str, list[Path]]:
     """Write report.md and the plots into run_dir; return (console text, written paths)."""
     run_dir = Path(run_dir)
@@ -546,5 +554,7 @@ def write_report(run_dir) -> tuple[str, list[Path]]:
                                                    sort_keys=True), "```", "",
            _hosts_table(run, "github"), ""]
     report = run_dir / "report.md"
-    report.write_text("\n".join(md))
+    tmp = report.with_name(report.name + ".tmp")
+    tmp.write_text("\n".join(md))
+    tmp.replace(report)
     return console, [report] + images

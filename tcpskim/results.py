@@ -75,10 +75,12 @@ class RunFolder:
     def write_summary(self, rows: list[dict]):
         clean = [{k: r.get(k) for k in COLUMNS} for r in rows]
         _json(self.path / "summary.json", {"run_id": self.run_id, "columns": COLUMNS, "rows": clean})
-        with open(self.path / "summary.csv", "w", newline="") as f:
+        tmp = self.path / "summary.csv.tmp"
+        with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=COLUMNS)
             w.writeheader()
             w.writerows(clean)
+        tmp.replace(self.path / "summary.csv")  # a reader never sees half a table
 
 
 def _minus(v, d):

@@ -7,16 +7,26 @@ that removes it. Safe to run any number of times, with nothing running, or befor
 
 from __future__ import annotations
 
+import re
 import shlex
 
 from .fleet import Fleet, HostResult, remote_path
 from .inventory import Host
 
 
+_XDP_SHOWN = re.compile(r"\bxdp(generic|drv|offload|multi)?\b|prog/xdp")  # how `ip link` shows one
+
+
 def stop_host(fleet: Fleet, host: Host, timeout: float = 5.0) -> HostResult:
     if fleet.run(host, f"test -d {remote_path(host.checkout)}/roles", warn=True).exited != 0:
         # No checkout yet, so no roles; still sweep XDP with iproute2 in case something is left.
-        fleet.run(host, f"ip link set dev {shlex.quote(host.interface)} xdp off", root=True, warn=True)
+        # Plain "xdp off" would only clear the driver mode: clear each mode, then read back.
+        dev = shlex.quote(host.interface)
+        r = fleet.run(host, f"for m in xdpgeneric xdpdrv; do ip link set dev {dev} $m off 2>/dev/null; done; "
+                            f"ip -o link show dev {dev}", root=True, warn=True)
+        if r.exited or _XDP_SHOWN.search(r.stdout):
+            return HostResult(host.name, "failed", f"no checkout, and XDP still on {host.interface}: "
+                                                   f"{(r.stderr or r.stdout).strip()[:160]}")
         return HostResult(host.name, "ok", "no checkout: nothing to stop")
     r = fleet.hostctl(host, "stop", "--interface", host.interface, "--timeout", str(timeout),
                       timeout=timeout + 60)

@@ -207,3 +207,37 @@ def test_killed_hardworker_stops_the_run_cleanly(deployed):
     run = json.loads((CHECKOUT / "results" / run_id / "run.json").read_text())
     assert run["status"] == "failed" and "hardworker" in run["failure"]
     assert (CHECKOUT / "results" / run_id / "summary.json").exists()
+
+
+def test_sigterm_to_the_control_process_cleans_up_everywhere(deployed):
+    """A closed session or `kill` of run-experiment (SIGTERM) is handled like Ctrl-C: every
+    role stopped, no XDP program left, partial results kept and marked failed."""
+    inv, path = deployed
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TCPSKIM_INVENTORY": str(path)}
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(ROOT), "run-experiment", "--rate", "200",
+                             "--duration", "30", "--repeat", "1", "--modes", "xdp", "--no-idle", "--tag", "term"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        runs = Path(inv.hardworker.checkout) / ".tcpskim" / "runs"
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(runs.glob("*-term/*/go.json")):
+            time.sleep(0.1)
+        time.sleep(2)  # mid-trial: XDP attached on the hardworker and the sensor
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            run_invoke(path, "stop", timeout=120)
+    assert proc.returncode == 1, out
+    assert "interrupted (SIGTERM)" in out, out
+    for h in inv.hosts:
+        links = lab.ns_exec(inv, h.name, ["ip", "link", "show"]).stdout
+        assert "xdp" not in links, (h.name, links)
+    state = str(Path(inv.hardworker.checkout).parent.parent)
+    left = subprocess.run(["pgrep", "-af", f"roles\\.(sensor|hardworker|logger) --config {state}"],
+                          capture_output=True, text=True).stdout
+    assert not left.strip(), left
+    run_id = re.search(r"run (\S+-term) FAILED", out).group(1)
+    run = json.loads((CHECKOUT / "results" / run_id / "run.json").read_text())
+    assert run["status"] == "failed" and "SIGTERM" in run["failure"]

@@ -124,3 +124,25 @@ def test_stop_detaches_a_leftover_xdp_program(deployed):
     row = next(line for line in s.stdout.splitlines() if line.startswith("hardworker "))
     assert "changed" in row and f"detached XDP from {hw.interface}" in row, row
     assert "xdp" not in lab.ns_exec(inv, hw.name, ["ip", "link", "show", hw.interface]).stdout
+
+
+def test_stop_sweeps_xdp_on_a_host_without_checkout(deployed):
+    """Before any deploy (no checkout, so no hostctl) stop still clears both XDP modes."""
+    import os
+
+    inv, path = deployed
+    hw = inv.hardworker
+    leave = ("from bcc import BPF; b = BPF(text='int p(struct xdp_md *c) { return XDP_PASS; }'); "
+             f"BPF.attach_xdp('{hw.interface}', b.load_func('p', BPF.XDP), BPF.XDP_FLAGS_SKB_MODE)")
+    assert lab.ns_exec(inv, hw.name, ["/usr/bin/python3", "-c", leave]).returncode == 0
+    aside = hw.checkout.rstrip("/") + ".aside"
+    os.rename(hw.checkout, aside)
+    try:
+        s = run_invoke(path, "stop")
+        assert s.returncode == 0, s.stdout + s.stderr
+        row = next(line for line in s.stdout.splitlines() if line.startswith("hardworker "))
+        assert "no checkout" in row, row
+        assert "xdp" not in lab.ns_exec(inv, hw.name, ["ip", "link", "show", hw.interface]).stdout
+    finally:
+        os.rename(aside, hw.checkout)
+        lab.ns_exec(inv, hw.name, ["ip", "link", "set", "dev", hw.interface, "xdpgeneric", "off"])

@@ -249,3 +249,27 @@ def test_run_experiment_refuses_bad_options_before_any_ssh(tmp_path, argv, key):
         assert lst.accepted == 0
     finally:
         lst.close()
+
+
+def test_collect_refuses_a_bad_run_before_any_ssh(tmp_path):
+    """collect: no run folder, or a run made with hosts this inventory does not have."""
+    lst = _Listener()
+    try:
+        d = base(lst.port)
+        for h, sock in zip(d["hosts"].values(), lst.socks):
+            h["ssh_port"] = sock.getsockname()[1]
+        path = load_dict(tmp_path, d)
+        ghost = tmp_path / "20260101-000000"
+        ghost.mkdir()
+        ghost.joinpath("run.json").write_text('{"run_id": "20260101-000000", "status": "ok", '
+                                              '"hosts": {"sensor": {}, "ghost": {}}}')
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        for run, want in ((str(tmp_path / "nope"), "is not a run folder"), (str(ghost), "ghost")):
+            r = subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), "collect", "-i", str(path),
+                                "--run", run], capture_output=True, text=True, env=env, timeout=60)
+            assert r.returncode == 2, (run, r.stdout, r.stderr)
+            err = r.stderr.strip()
+            assert len(err.splitlines()) == 1 and want in err, err
+        assert lst.accepted == 0
+    finally:
+        lst.close()
