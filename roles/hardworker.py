@@ -344,6 +344,45 @@ def run_tcp(role, decider, streams, done, go):
         sel.close()
 
 
+def consume_batch(batch, streams: dict, reasm, decider: Decider, now: int) -> None:
+    """One drained ring batch [(key, seq, flags, payload)] -> reassembly -> records -> decide.
+
+    ``streams`` maps (addr, port) to the current connection's Stream (an earlier connection
+    from the same address and port is kept under (addr, port, "#n"))."""
+    got = {}  # stream -> in-order pieces: cut records once per stream and batch
+    ended = set()
+    for key, seq, flags, payload in batch:
+        st = streams.get(key)
+        if st is None:
+            st = streams[key] = Stream(key)
+            log.info("new stream %s:%d", *key)
+        before = reasm.streams.get(key)
+        data = reasm.feed(key, seq, flags, payload)
+        if before is not None and reasm.streams[key] is not before:
+            # A new connection from the same address and port (a new ISN): the
+            # old one ends here (its unfinished tail is reported), the new one
+            # gets its own record cutter. The old one stays in the summary.
+            streams[(*key, f"#{before.restarts}")] = st
+            if not st.finished:
+                st.finished = True
+                ended.add(st)
+                got.setdefault(st, [])
+            st = streams[key] = Stream(key)
+            log.info("stream %s:%d restarted", *key)
+        if data:
+            got.setdefault(st, []).append(data)
+        # Ended = everything up to the FIN delivered (or RST); a hole filled
+        # after the FIN arrived ends it too, so check after every segment.
+        if not st.finished and reasm.streams[key].ended:
+            st.finished = True
+            ended.add(st)
+            got.setdefault(st, [])
+    for st, parts in got.items():
+        decider.feed(st, b"".join(parts), now, eof=st in ended)
+        if st in ended:
+            log.info("stream %s:%d ended: %s", *st.key, st.info())
+
+
 def run_xdp(role, decider, streams, done, go):
     from roles.reassembly import Reassembler
     from roles.skim import HardworkerSkim
@@ -395,27 +434,7 @@ def run_xdp(role, decider, streams, done, go):
                 batch = skim.drain()
                 if not batch:
                     continue
-                now = time.time_ns()
-                got = {}  # stream -> in-order pieces: cut records once per stream and batch
-                ended = set()
-                for key, seq, flags, payload in batch:
-                    st = streams.get(key)
-                    if st is None:
-                        st = streams[key] = Stream(key)
-                        log.info("new stream %s:%d", *key)
-                    data = reasm.feed(key, seq, flags, payload)
-                    if data:
-                        got.setdefault(st, []).append(data)
-                    # Ended = everything up to the FIN delivered (or RST); a hole filled
-                    # after the FIN arrived ends it too, so check after every segment.
-                    if not st.finished and reasm.streams[key].ended:
-                        st.finished = True
-                        ended.add(st)
-                        got.setdefault(st, [])
-                for st, parts in got.items():
-                    decider.feed(st, b"".join(parts), now, eof=st in ended)
-                    if st in ended:
-                        log.info("stream %s:%d ended: %s", *st.key, st.info())
+                consume_batch(batch, streams, reasm, decider, time.time_ns())
                 if delay_s:
                     time.sleep(delay_s)
     finally:
@@ -467,11 +486,12 @@ def run(role: runtime.Role) -> int:
         end = role.summary["planned_end"]
         if cfg["mode"] == "idle":
             return time.time() >= end
-        fin = sum(st.finished for st in streams.values())
+        current = [st for key, st in streams.items() if len(key) == 2]  # not restarted ones
+        fin = sum(st.finished for st in current)
         if fin >= expected:
             return True
         # Streams that never arrived (a sensor failed): stop once the others are done.
-        return bool(streams) and fin == len(streams) and time.time() > end + END_GRACE_S
+        return bool(current) and fin == len(current) and time.time() > end + END_GRACE_S
 
     decider = Decider(cfg["work_us"], 0, 0)
     role.summary["wake_cost_us"] = wake_cost_us()
