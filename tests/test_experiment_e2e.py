@@ -170,31 +170,31 @@ def test_cpu_figure_agrees_with_an_independent_reading(deployed):
     assert abs(row["hw_busy_cpu_s"] - independent) <= 0.10 * independent, (row["hw_busy_cpu_s"], independent)
 
 
-def test_killed_hardworker_stops_the_run_cleanly(deployed):
-    inv, path = deployed
+def _interrupt_mid_trial(inv, path, tag, act):
+    """Start an xdp run-experiment, ``act()`` 2 s into its first window; (exit code, output,
+    seconds from act to exit). Stops the roles itself if the run did not end."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TCPSKIM_INVENTORY": str(path)}
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(ROOT), "run-experiment", "--rate", "200",
-                             "--duration", "30", "--repeat", "1", "--modes", "xdp", "--no-idle", "--tag", "kill"],
+                             "--duration", "30", "--repeat", "1", "--modes", "xdp", "--no-idle", "--tag", tag],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        pidfile = Path(inv.hardworker.checkout) / ".tcpskim" / "pids" / "hardworker-0.pid"
         runs = Path(inv.hardworker.checkout) / ".tcpskim" / "runs"
         deadline = time.time() + 120
-        while time.time() < deadline and not any(runs.glob("*-kill/*/go.json")):
+        while time.time() < deadline and not any(runs.glob(f"*-{tag}/*/go.json")):
             time.sleep(0.1)
-        time.sleep(2)  # mid-trial
-        os.kill(int(pidfile.read_text()), signal.SIGKILL)
-        t_kill = time.monotonic()
+        time.sleep(2)  # mid-trial: XDP attached on the hardworker and the sensor
+        act(proc)
+        t_act = time.monotonic()
         out, _ = proc.communicate(timeout=60)
-        took = time.monotonic() - t_kill
+        return proc.returncode, out, time.monotonic() - t_act
     finally:
         if proc.poll() is None:
             proc.kill()
             run_invoke(path, "stop", timeout=120)  # the run did not clean up: do it here
-    assert proc.returncode == 1, out
-    assert took < 10, took
-    assert "hardworker on hardworker" in out, out
-    # No XDP program and no role process left anywhere.
+
+
+def _assert_cleaned_up(inv, out, tag) -> dict:
+    """No XDP program and no role process left anywhere; partial results kept, marked failed."""
     for h in inv.hosts:
         links = lab.ns_exec(inv, h.name, ["ip", "link", "show"]).stdout
         assert "xdp" not in links, (h.name, links)
@@ -202,42 +202,29 @@ def test_killed_hardworker_stops_the_run_cleanly(deployed):
     left = subprocess.run(["pgrep", "-af", f"roles\\.(sensor|hardworker|logger) --config {state}"],
                           capture_output=True, text=True).stdout
     assert not left.strip(), left
-    # The partial results are kept and marked failed.
-    run_id = re.search(r"run (\S+-kill) FAILED", out).group(1)
-    run = json.loads((CHECKOUT / "results" / run_id / "run.json").read_text())
-    assert run["status"] == "failed" and "hardworker" in run["failure"]
+    run_id = re.search(rf"run (\S+-{tag}) FAILED", out).group(1)
     assert (CHECKOUT / "results" / run_id / "summary.json").exists()
+    run = json.loads((CHECKOUT / "results" / run_id / "run.json").read_text())
+    assert run["status"] == "failed", run
+    return run
+
+
+def test_killed_hardworker_stops_the_run_cleanly(deployed):
+    inv, path = deployed
+    pidfile = Path(inv.hardworker.checkout) / ".tcpskim" / "pids" / "hardworker-0.pid"
+    code, out, took = _interrupt_mid_trial(inv, path, "kill",
+                                           lambda _: os.kill(int(pidfile.read_text()), signal.SIGKILL))
+    assert code == 1, out
+    assert took < 10, took  # the issue's bound: the run notices and stops within 10 s
+    assert "hardworker on hardworker" in out, out
+    assert "hardworker" in _assert_cleaned_up(inv, out, "kill")["failure"]
 
 
 def test_sigterm_to_the_control_process_cleans_up_everywhere(deployed):
     """A closed session or `kill` of run-experiment (SIGTERM) is handled like Ctrl-C: every
     role stopped, no XDP program left, partial results kept and marked failed."""
     inv, path = deployed
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TCPSKIM_INVENTORY": str(path)}
-    proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(ROOT), "run-experiment", "--rate", "200",
-                             "--duration", "30", "--repeat", "1", "--modes", "xdp", "--no-idle", "--tag", "term"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        runs = Path(inv.hardworker.checkout) / ".tcpskim" / "runs"
-        deadline = time.time() + 120
-        while time.time() < deadline and not any(runs.glob("*-term/*/go.json")):
-            time.sleep(0.1)
-        time.sleep(2)  # mid-trial: XDP attached on the hardworker and the sensor
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            run_invoke(path, "stop", timeout=120)
-    assert proc.returncode == 1, out
+    code, out, _ = _interrupt_mid_trial(inv, path, "term", lambda proc: proc.send_signal(signal.SIGTERM))
+    assert code == 1, out
     assert "interrupted (SIGTERM)" in out, out
-    for h in inv.hosts:
-        links = lab.ns_exec(inv, h.name, ["ip", "link", "show"]).stdout
-        assert "xdp" not in links, (h.name, links)
-    state = str(Path(inv.hardworker.checkout).parent.parent)
-    left = subprocess.run(["pgrep", "-af", f"roles\\.(sensor|hardworker|logger) --config {state}"],
-                          capture_output=True, text=True).stdout
-    assert not left.strip(), left
-    run_id = re.search(r"run (\S+-term) FAILED", out).group(1)
-    run = json.loads((CHECKOUT / "results" / run_id / "run.json").read_text())
-    assert run["status"] == "failed" and "SIGTERM" in run["failure"]
+    assert "SIGTERM" in _assert_cleaned_up(inv, out, "term")["failure"]
