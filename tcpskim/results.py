@@ -18,7 +18,7 @@ COLUMNS = ["run_id", "trial", "mode", "rate_hz", "size_bytes", "duration_s", "re
            "logged", "lost", "duplicates", "corrupt", "hw_busy_cpu_s", "hw_idle_baseline_cpu_s",
            "hw_cpu_us_per_record", "hw_process_cpu_us_per_record", "bpf_ns_per_packet", "ctx_switches",
            "peak_rss_bytes", "latency_p50_us", "latency_p99_us", "achieved_rate_hz", "status", "wakeup",
-           "hw_sampler_cpu_s", "send_lateness_p99_us", "hw_wake_cost_us"]
+           "hw_sampler_cpu_s", "send_lateness_p99_us", "hw_wake_cost_us", "hw_softirq_share"]
 
 
 def _json(path: Path, obj):
@@ -116,7 +116,12 @@ def trial_row(run_id: str, trial, p, summaries: dict, idle_rate: dict, clock_ske
            "hw_busy_cpu_s": busy, "wakeup": p.wakeup,
            "ctx_switches": (win.get("ctx_voluntary") or 0) + (win.get("ctx_involuntary") or 0),
            "peak_rss_bytes": hw.get("peak_rss_bytes"), "status": "ok",
-           "hw_sampler_cpu_s": win.get("sampler_cpu_s"), "hw_wake_cost_us": hw.get("wake_cost_us")}
+           "hw_sampler_cpu_s": win.get("sampler_cpu_s"), "hw_wake_cost_us": hw.get("wake_cost_us"),
+           # Busy CPU not charged to the role process: interrupts and softirq (receive, XDP,
+           # forwarding) and kernel threads. Both terms are precise; /proc/stat's softirq
+           # column is tick-sampled (no IRQ_TIME_ACCOUNTING on most kernels) and is not used.
+           "hw_softirq_share": (busy - win["process_cpu_s"]) / busy
+           if busy and win.get("process_cpu_s") is not None else None}
     if trial.mode == "idle":
         row["_idle_rate"] = busy / elapsed if busy is not None and elapsed else None
         row.update(sent=0, delivered=0, logged=0, lost=0, duplicates=0, corrupt=0)

@@ -43,6 +43,7 @@ def test_run_experiment_then_collect(deployed):
         assert row["lost"] == row["duplicates"] == row["corrupt"] == 0, row
         assert row["sent"] == row["delivered"] == row["logged"] >= 500, row
         assert row["hw_cpu_us_per_record"] > 0 and row["hw_process_cpu_us_per_record"] > 0, row
+        assert 0 < row["hw_softirq_share"] < 1, row  # receive work runs outside the role process
     with open(d / "summary.csv") as f:
         assert len(list(csv.DictReader(f))) == 9
     # The printed table: both modes and the ratio.

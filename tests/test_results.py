@@ -60,3 +60,10 @@ def test_duplicates_do_not_hide_lost_records_and_corrupt_ones_are_not_lost():
     row = trial_row("r", Trial(1, 0, "xdp", 50.0, 1024), P, s, {0: 0.02})
     assert (row["lost"], row["duplicates"], row["corrupt"]) == (7, 5, 3)
     assert row["status"] == "incomplete"
+
+
+def test_softirq_share_is_busy_cpu_outside_the_process():
+    row = trial_row("r", Trial(1, 0, "xdp", 50.0, 1024), P, summaries(cpu_busy_s=0.5, process_cpu_s=0.3), {0: 0.02})
+    assert row["hw_softirq_share"] == pytest.approx((0.5 - 0.3) / 0.5)
+    idle = trial_row("r", Trial(0, 0, "idle", 0.0, 0), P, summaries(cpu_busy_s=0.0), {})
+    assert idle["hw_softirq_share"] is None  # nothing busy: no share
