@@ -10,6 +10,7 @@ waits (bounded: close_timeout_s, at most STOP_GRACE_S once SIGTERM came) for the
 """
 
 import logging
+import os
 import socket
 import sys
 import time
@@ -104,7 +105,12 @@ def pace_and_send(role, socks, start_at) -> dict:
     sent = 0
     first_ns = last_ns = None
     mono, sleep = time.monotonic, time.sleep
+    # How far it got, once a second, for the control side's progress bar (one small file).
+    progress = os.path.join(cfg["out_dir"], f"sensor-{sid}.sent")
+    every = max(1, int(rate))
     for i in range(n):
+        if i % every == 0:
+            runtime.write_atomic(progress, f"{sent}\n")
         deadline = base + i / rate
         while True:
             left = deadline - mono()
@@ -130,6 +136,7 @@ def pace_and_send(role, socks, start_at) -> dict:
         max_late = max(max_late, lateness)
         late_100us += lateness > 1e-4
         late_1ms += lateness > 1e-3
+    runtime.write_atomic(progress, f"{sent}\n")
     p50, p99 = late.percentiles(50, 99)
     dur = (last_ns - first_ns) / 1e9 if sent > 1 else 0.0
     return {"planned": n, "sent": sent, "bytes_per_record": len(encode(sid, 0, 0, size)),

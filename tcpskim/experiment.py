@@ -168,18 +168,20 @@ class Runner:
         self.watch(trial, cfgs, start_at)
         return self.finish(folder, trial, cfgs)
 
-    def _alive(self, host: Host, cfg: dict, progress: bool = False) -> tuple[set[str], set[str], int | None]:
-        """(running role names, role names with a summary, records the hardworker delivered so far)
-        on one host. This runs every second during the measurement window, so it is shell
-        builtins only (no Python, no extra processes) but for ``tail`` when a progress bar
-        wants the delivered count."""
+    def _alive(self, host: Host, cfg: dict, progress: bool = False) -> tuple[set[str], set[str], dict]:
+        """(running role names, role names with a summary, {"delivered", "sent"} so far) on one
+        host. This runs every second during the measurement window, so it is shell builtins
+        only (no Python, no extra processes) but for ``tail`` when a progress bar wants the
+        hardworker's delivered count (the sensors' sent counts are one-line files)."""
         st, out = shlex.quote(cfg["state_dir"] + "/pids"), shlex.quote(cfg["out_dir"])
-        smp = "tail -n1 hardworker-0.samples.csv 2>/dev/null | sed 's/^/smp /'; " if progress else ""
+        smp = ("tail -n1 hardworker-0.samples.csv 2>/dev/null | sed 's/^/smp /'; "
+               "for f in sensor-*.sent; do [ -e \"$f\" ] && read n < \"$f\" && echo \"sent $n\"; done; "
+               if progress else "")
         r = self.fleet.run(host, f"cd {st} 2>/dev/null && for f in *.pid; do p=; [ -e \"$f\" ] && read p < \"$f\"; "
                                  f"[ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null && echo \"run ${{f%.pid}}\"; done; "
                                  f"cd {out} && for f in *.summary.json; do [ -e \"$f\" ] && "
                                  f"echo \"sum ${{f%.summary.json}}\"; done; {smp}true", root=True)
-        running, done, delivered = set(), set(), None
+        running, done, counts = set(), set(), {}
         for line in r.stdout.split("\n"):
             kind, _, rest = line.partition(" ")
             if kind == "run":
@@ -188,8 +190,11 @@ class Runner:
                 done.add(rest)
             elif kind == "smp":  # t,cpu_busy_s,process_cpu_s,delivered (csv rows end in \r\n)
                 fields = rest.strip().split(",")
-                delivered = int(fields[3]) if len(fields) > 3 and fields[3].isdigit() else None
-        return running, done, delivered
+                if len(fields) > 3 and fields[3].isdigit():
+                    counts["delivered"] = int(fields[3])
+            elif kind == "sent" and rest.strip().isdigit():
+                counts["sent"] = counts.get("sent", 0) + int(rest)
+        return running, done, counts
 
     def watch(self, trial: Trial, cfgs: dict, start_at: float):
         """Until the sensors are done (or the idle window passed), checking every role is alive."""
@@ -200,7 +205,7 @@ class Runner:
             from tqdm import tqdm
 
             bar = tqdm(total=round(end - time.time()), desc=f"{trial.id}", unit="s", leave=False,
-                       bar_format="{desc} {bar} {n:.0f}/{total:.0f} s {postfix}")
+                       bar_format="{desc} {bar} {n:.0f}/{total:.0f} s{postfix}")
         hosts = {}
         for (hname, role, inst), (host, _, cfg) in cfgs.items():
             hosts.setdefault(hname, (host, cfg, []))[2].append(f"{role}-{inst}")
@@ -211,11 +216,14 @@ class Runner:
                     bar.n = min(bar.total, max(0, round(time.time() - (end - bar.total))))
                     bar.refresh()
                 res = self.fleet.each([h for h, _, _ in hosts.values()], lambda h: (
-                    "ok", "", dict(zip(("run", "sum", "delivered"), self._alive(h, hosts[h.name][1], bar is not None)))))
+                    "ok", "", dict(zip(("run", "sum", "counts"), self._alive(h, hosts[h.name][1], bar is not None)))))
                 if bar is not None:
-                    got = [r.data["delivered"] for r in res if not r.failed and r.data["delivered"] is not None]
-                    if got:
-                        bar.set_postfix_str(f"delivered {got[0]}", refresh=True)
+                    ok = [r.data["counts"] for r in res if not r.failed]
+                    sent = sum(c.get("sent", 0) for c in ok)
+                    delivered = next((c["delivered"] for c in ok if "delivered" in c), None)
+                    if sent or delivered is not None:
+                        bar.set_postfix_str(f"sent {sent} delivered {delivered if delivered is not None else '-'}",
+                                            refresh=True)
                 sensors_done = True
                 for r in res:
                     if r.failed:

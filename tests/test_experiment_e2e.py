@@ -229,3 +229,42 @@ def test_sigterm_to_the_control_process_cleans_up_everywhere(deployed):
     assert code == 1, out
     assert "interrupted (SIGTERM)" in out, out
     assert "SIGTERM" in _assert_cleaned_up(inv, out, "term")["failure"]
+
+
+def test_progress_bar_shows_sent_and_delivered_in_a_terminal(deployed):
+    """On a terminal the bar names the trial and counts records sent and delivered live."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    inv, path = deployed
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a real width
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TCPSKIM_INVENTORY": str(path)}
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(ROOT), "run-experiment", "--rate", "200",
+                             "--duration", "4", "--repeat", "1", "--modes", "xdp", "--no-idle", "--tag", "bar"],
+                            stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=120)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            run_invoke(path, "stop", timeout=120)
+    out = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, out
+    # the bar: "<trial> <bar> 3/7 s, sent 1200 delivered 1180" (not the summary line after it)
+    counts = [(int(a), int(b)) for a, b in
+              re.findall(r"t000-xdp-r200-s1024-n0 \S* *\d+/\d+ s, sent (\d+) delivered (\d+)", out)]
+    assert counts and max(a for a, _ in counts) > 0 and max(b for _, b in counts) > 0, out[-2000:]
