@@ -105,6 +105,40 @@ def test_sizes_batch_wakeup_two_sensors_work_then_latest(deployed):
     assert rl.returncode == 0 and f"run {run_id}" in rl.stdout and d.exists(), rl.stdout + rl.stderr
 
 
+def test_collect_reports_a_gone_host_and_collects_the_rest(deployed):
+    """The logger's sshd is down: collect fetches the others, names the logger, exits 1; once
+    the host is back, collect picks up what it missed."""
+    import shutil
+
+    inv, path = deployed
+    r = run_invoke(path, "run-experiment", "--rate", "50", "--duration", "1", "--repeat", "1", "--modes", "tcp",
+                   "--no-idle", "--tag", "gone")
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_id = run_id_of(r.stdout)
+    d = CHECKOUT / "results" / run_id
+    trial = next(p.name for p in d.iterdir() if p.is_dir())
+    for h in (inv.logger, inv.sensors[0]):  # as if never fetched
+        shutil.rmtree(d / trial / h.name)
+    sshd = lab.host_dir(inv, inv.logger) / "sshd.pid"
+    subprocess.run(["kill", sshd.read_text().strip()], check=True)
+    try:
+        c = run_invoke(path, "collect", "--run", run_id)
+        assert c.returncode == 1, c.stdout + c.stderr
+        rows = {line.split()[0]: line for line in c.stdout.splitlines() if line.split()[:1] and
+                line.split()[0] in inv.names}
+        assert "failed" in rows["logger"] and inv.logger.ip in rows["logger"], rows
+        assert "changed" in rows[inv.sensors[0].name], rows
+        assert "1 failed: logger" in c.stdout
+        assert (d / trial / inv.sensors[0].name / "sensor-1.summary.json").exists()
+        assert not (d / trial / inv.logger.name).exists()
+    finally:
+        lab.up(inv, log=lambda *_: None)  # restarts the sshd
+    c2 = run_invoke(path, "collect", "--run", run_id)
+    assert c2.returncode == 0, c2.stdout + c2.stderr
+    assert (d / trial / inv.logger.name / "logger-0.summary.json").exists()
+    assert (d / trial / inv.logger.name / "logger.db").exists()  # the SQLite file too
+
+
 def test_rate_sweep_has_one_point_per_rate_and_mode(deployed):
     from tcpskim.report import cpu_per_record_points, load_run
 
