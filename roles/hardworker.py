@@ -212,8 +212,10 @@ class Stream:
 class Decider:
     """Records -> decision step -> DeliveryCounter; per-record latency inside the window."""
 
-    def __init__(self, work_us, win_start, win_end):
+    def __init__(self, work_us, win_start, win_end, clock_skew_s=None):
         self.counter = DeliveryCounter()
+        # per sensor id: this host's clock minus the sensor's (real hosts; 0 in the lab)
+        self.skew_ns = {int(k): int(v * 1e9) for k, v in (clock_skew_s or {}).items()}
         self.work_ns = int(work_us * 1000)
         self.win_ns = (int(win_start * 1e9), int(win_end * 1e9))
         self.latency = runtime.Reservoir()
@@ -236,7 +238,7 @@ class Decider:
                 continue
             self.decide(item.payload)
             if self.win_ns[0] <= recv_ns < self.win_ns[1]:
-                self.latency.add(recv_ns - item.send_ns)
+                self.latency.add(recv_ns - item.send_ns - self.skew_ns.get(item.sensor_id, 0))
 
     def decide(self, payload) -> None:
         """The simulated decision: hash the payload until work_us has passed (0: decode only)."""
@@ -493,7 +495,7 @@ def run(role: runtime.Role) -> int:
         # Streams that never arrived (a sensor failed): stop once the others are done.
         return bool(current) and fin == len(current) and time.time() > end + END_GRACE_S
 
-    decider = Decider(cfg["work_us"], 0, 0)
+    decider = Decider(cfg["work_us"], 0, 0, cfg["clock_skew_s"])
     role.summary["wake_cost_us"] = wake_cost_us()
     body = {"tcp": run_tcp, "xdp": run_xdp, "idle": run_idle}[cfg["mode"]]
     try:

@@ -30,7 +30,7 @@ DEFAULTS = {
     "warmup_s": 0.0, "duration_s": 10.0, "tail_s": 0.0, "wakeup": {"policy": "per-record"},
     "xdp_mode": "generic", "ringbuf_bytes": 1 << 20, "capture_bytes": 1448, "work_us": 0,
     "consumer_delay_us": 0, "cpus": [], "connect_timeout_s": 5.0, "close_timeout_s": 10.0,
-    "sensor_host": None, "expected_streams": None,
+    "sensor_host": None, "expected_streams": None, "clock_skew_s": {},
 }
 
 
@@ -121,6 +121,9 @@ def validate(cfg: dict) -> dict:
     ncpu = os.cpu_count() or 1
     _need(cfg, "cpus", list, lambda v: all(isinstance(c, int) and 0 <= c < ncpu for c in v),
           f"CPU numbers in 0..{ncpu - 1}")
+    _need(cfg, "clock_skew_s", dict, lambda v: all(
+        isinstance(k, str) and isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) < 86400
+        for k, x in v.items()), "{sensor id: seconds}")
     if cfg["expected_streams"] is not None:
         _need(cfg, "expected_streams", int, lambda v: v >= 1)
     if role == "sensor":

@@ -126,6 +126,11 @@ class Runner:
             "xdp_mode": inv.experiment["xdp_mode"], "ringbuf_bytes": inv.experiment["ringbuf_bytes"],
             "capture_bytes": inv.experiment["capture_bytes"], "work_us": p.work_us,
             "cpus": self.cpus.get(host.name, []),
+            # hardworker clock minus each sensor's clock (both measured against this machine),
+            # so the hardworker takes each record's latency on one clock; 0 in the lab
+            "clock_skew_s": {str(i + 1): 0.0 if inv.lab else
+                             self.info[inv.hardworker.name].offset_s - self.info[s.name].offset_s
+                             for i, s in enumerate(self.sensors)} if role == "hardworker" else {},
         } | self.overrides
 
     # --- one trial -----------------------------------------------------------------------
@@ -337,9 +342,7 @@ class Runner:
         for i, trial in enumerate(self.plan):
             self.out(f"[{i + 1}/{len(self.plan)}] {trial.id}  (elapsed {time.time() - t_run:.0f} s)")
             summaries = self.run_trial(folder, trial, facts)
-            skew = 0.0 if self.inv.lab else \
-                self.info[self.inv.hardworker.name].offset_s - self.info[self.sensors[0].name].offset_s
-            row = trial_row(folder.run_id, trial, p, summaries, self.idle_rate, skew)
+            row = trial_row(folder.run_id, trial, p, summaries, self.idle_rate)
             if trial.mode == "idle" and row.get("_idle_rate") is not None:
                 self.idle_rate[trial.repeat] = row["_idle_rate"]
             rows.append(row)

@@ -83,10 +83,6 @@ class RunFolder:
         tmp.replace(self.path / "summary.csv")  # a reader never sees half a table
 
 
-def _minus(v, d):
-    return None if v is None else v - d
-
-
 def _one(summaries: dict, role: str) -> dict:
     for (h, r, i), s in summaries.items():
         if r == role:
@@ -94,16 +90,17 @@ def _one(summaries: dict, role: str) -> dict:
     return {}
 
 
-def trial_row(run_id: str, trial, p, summaries: dict, idle_rate: dict, clock_skew_s: float = 0.0) -> dict:
+def trial_row(run_id: str, trial, p, summaries: dict, idle_rate: dict) -> dict:
     """The summary row of one trial from its role summaries.
 
     hw_cpu_us_per_record = (busy CPU of the hardworker's CPU set in the window − the idle
     baseline's busy CPU for the same time) / records delivered in the window. The baseline
     comes from the idle trial of the same repeat (the closest in time).
 
-    Latency is hardworker receive time minus sensor send time, two clocks: ``clock_skew_s``
-    (hardworker offset minus sensor offset, both measured against the control machine) is
-    taken out; its uncertainty is in run.json. In the lab both clocks are one."""
+    Latency is hardworker receive time minus sensor send time, two clocks: the hardworker
+    takes each sensor's clock skew out per record (its config's ``clock_skew_s``: hardworker
+    offset minus that sensor's offset, both measured against the control machine); the
+    offsets and their uncertainty are in run.json. In the lab both clocks are one."""
     hw = _one(summaries, "hardworker")
     lg = _one(summaries, "logger")
     sensors = [s for (h, r, i), s in summaries.items() if r == "sensor"]
@@ -139,8 +136,8 @@ def trial_row(run_id: str, trial, p, summaries: dict, idle_rate: dict, clock_ske
         hw_process_cpu_us_per_record=((win["process_cpu_s"] - win["sampler_cpu_s"]) / n_win * 1e6)
         if win.get("process_cpu_s") is not None and win.get("sampler_cpu_s") is not None and n_win else None,
         bpf_ns_per_packet=(win["bpf_run_time_ns"] / win["bpf_run_cnt"]) if win.get("bpf_run_cnt") else None,
-        latency_p50_us=_minus((hw.get("latency_us") or {}).get("p50"), clock_skew_s * 1e6),
-        latency_p99_us=_minus((hw.get("latency_us") or {}).get("p99"), clock_skew_s * 1e6),
+        latency_p50_us=(hw.get("latency_us") or {}).get("p50"),
+        latency_p99_us=(hw.get("latency_us") or {}).get("p99"),
         achieved_rate_hz=(sum(s.get("achieved_rate_hz") or 0 for s in sensors) or None),
         # how late the sensors sent against their schedule (worst sensor)
         send_lateness_p99_us=max(((s.get("lateness_us") or {}).get("p99") or 0.0 for s in sensors), default=None),

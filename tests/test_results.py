@@ -46,10 +46,23 @@ def test_unclosed_window_or_unknown_sampler_is_not_hidden():
     assert row["hw_process_cpu_us_per_record"] is None
 
 
-def test_latency_takes_out_the_clock_skew():
-    row = trial_row("r", Trial(1, 0, "xdp", 50.0, 1024), P, summaries(), {}, clock_skew_s=0.0002)
-    assert row["latency_p50_us"] == pytest.approx(100.0) and row["latency_p99_us"] == pytest.approx(700.0)
+def test_latency_as_the_hardworker_measured_it_and_no_baseline_without_idle():
+    row = trial_row("r", Trial(1, 0, "xdp", 50.0, 1024), P, summaries(), {})
+    assert row["latency_p50_us"] == pytest.approx(300.0) and row["latency_p99_us"] == pytest.approx(900.0)
     assert row["hw_idle_baseline_cpu_s"] is None  # no idle trial: nothing subtracted, and the row says so
+
+
+def test_hardworker_takes_each_sensors_clock_skew_out():
+    """Two sensors with different clocks: each record's latency on the hardworker's clock."""
+    from roles.hardworker import Decider, Stream
+    from roles.record import encode
+
+    # hardworker clock = sensor 1's + 2 ms = sensor 2's - 3 ms; true latency 100 µs for both
+    dec = Decider(0, 0, 10, clock_skew_s={"1": 0.002, "2": -0.003})
+    for sid, skew_ns in ((1, 2_000_000), (2, -3_000_000)):
+        send = 1_000_000_000  # sensor clock
+        dec.feed(Stream(("s", sid)), encode(sid, 0, send, 16), send + 100_000 + skew_ns)
+    assert sorted(dec.latency.items) == [100_000, 100_000]
 
 
 def test_duplicates_do_not_hide_lost_records_and_corrupt_ones_are_not_lost():
