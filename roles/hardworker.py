@@ -175,7 +175,8 @@ class Measure(threading.Thread):
                        bpf_run_cnt=b["run_cnt"] - a["run_cnt"])
         n = out["delivered_in_window"]
         if n:
-            out["process_cpu_us_per_record"] = out["process_cpu_s"] / n * 1e6
+            own = out["process_cpu_s"] - (out["sampler_cpu_s"] or 0.0)  # the role, not its sampler
+            out["process_cpu_us_per_record"] = own / n * 1e6
             out["cpu_busy_us_per_record"] = out["cpu_busy_s"] / n * 1e6
         return out
 
