@@ -178,9 +178,10 @@ class Fleet:
             data = None
         if r.exited != 0 or not isinstance(data, dict):
             # exit 0 without a JSON object is a failure too (an old checkout, a stray print)
-            msg = (data or {}).get("error") if isinstance(data, dict) else None
-            msg = msg or (r.stderr.strip().splitlines() or out or [f"exit {r.exited}"])[-1]
-            raise HostError(f"hostctl {args[0]}: {msg[:200]}")
+            msg = data.get("error") if isinstance(data, dict) else None
+            if not msg:  # no error of hostctl's own: the last line of what it printed
+                msg = (r.stderr.strip().splitlines() or out or [f"exit {r.exited}"])[-1][:300]
+            raise HostError(f"hostctl {args[0]}: {msg}")
         return data
 
     def put(self, host: Host, local: str, remote: str):
