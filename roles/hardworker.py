@@ -173,11 +173,8 @@ class Measure(threading.Thread):
         if "run_time_ns" in a and "run_time_ns" in b:
             out.update(bpf_run_time_ns=b["run_time_ns"] - a["run_time_ns"],
                        bpf_run_cnt=b["run_cnt"] - a["run_cnt"])
-        n = out["delivered_in_window"]
-        if n:
-            own = out["process_cpu_s"] - (out["sampler_cpu_s"] or 0.0)  # the role, not its sampler
-            out["process_cpu_us_per_record"] = own / n * 1e6
-            out["cpu_busy_us_per_record"] = out["cpu_busy_s"] / n * 1e6
+        # Per-record figures are made once, from these totals, in the summary row
+        # (tcpskim.results.trial_row: idle baseline and sampler taken out there).
         return out
 
 
