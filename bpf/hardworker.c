@@ -105,6 +105,12 @@ int xdp_hardworker(struct xdp_md *ctx)
 		__u32 tot = skim_ntohs(iph->tot_len);
 		__u32 hdrs = iph->ihl * 4 + tcplen;
 
+		/* Kernel 6.1's verifier loses the bounds of a byte-swapped value
+		 * (the swap is opaque to it): pin the value, then re-bound it with
+		 * a mask it can track. Newer verifiers accept either shape. */
+		asm volatile("" : "+r"(tot));
+		tot &= 0xffff;
+
 		if (tot < hdrs || data + sizeof(*eth) + tot > data_end) {
 			/* lies about its length: never forward it */
 			count(C_MALFORMED);
@@ -134,14 +140,22 @@ int xdp_hardworker(struct xdp_md *ctx)
 	rec->len = plen;
 	off = nh.pos - data;
 	/* The verifier needs 0 < len <= sizeof(data) on the very register passed
-	 * to the helper; clang likes to re-derive it from a copy whose bounds were
-	 * checked, hence the empty asm that pins the checked value. */
+	 * to the helper. clang re-derives checked values from copies, and fuses
+	 * `n == 0 || n > CAP` into one unsigned range compare (n - 1 > CAP - 1)
+	 * on a copy the 6.1 verifier cannot link back to n. So: pin n with an
+	 * empty asm, then two separate signed checks with a barrier between
+	 * them, each bounding the register that reaches the helper. */
 	if (plen > 0) {
-		__u64 n = plen;
+		__s64 n = plen;
+		long err = -1;
 
 		asm volatile("" : "+r"(n));
-		if (n == 0 || n > SKIM_CAPTURE ||
-		    bpf_xdp_load_bytes(ctx, off, rec->data, n) < 0) {
+		if (n > 0) {
+			asm volatile("" : "+r"(n));
+			if (n <= SKIM_CAPTURE)
+				err = bpf_xdp_load_bytes(ctx, off, rec->data, n);
+		}
+		if (err < 0) {
 			events.ringbuf_discard(rec, 0);
 			count(C_MALFORMED);
 			return XDP_DROP;
