@@ -8,7 +8,7 @@ import re
 
 from tcpskim import lab
 
-from conftest import ROOT, lab_leftovers, run_invoke
+from helpers import ROOT, lab_leftovers, run_invoke
 
 
 def test_demo_runs_twice_then_lab_down(e2e_lab):

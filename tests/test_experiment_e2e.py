@@ -18,7 +18,7 @@ import pytest
 
 from tcpskim import CHECKOUT, lab
 
-from conftest import ROOT, run_invoke
+from helpers import ROOT, run_invoke
 
 
 def run_id_of(stdout: str) -> str:

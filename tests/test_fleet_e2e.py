@@ -10,7 +10,7 @@ import time
 
 from tcpskim import lab, localgit
 
-from conftest import run_invoke
+from helpers import run_invoke
 
 
 def neighbours(inv, host):

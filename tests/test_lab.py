@@ -20,7 +20,7 @@ import pytest
 
 from tcpskim import CHECKOUT, inventory, lab
 
-from conftest import lab_leftovers
+from helpers import lab_leftovers
 
 ROOT_LINUX = sys.platform.startswith("linux") and os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT_LINUX, reason="the local lab needs Linux and root")
