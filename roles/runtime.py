@@ -8,23 +8,22 @@ config, the stop event, ``ready()``, ``wait_go()`` and the ``summary`` dict to f
 """
 
 import argparse
-import ipaddress
 import json
 import logging
 import math
 import os
-import re
 import signal
 import sys
 import threading
 import time
 import traceback
 
+from roles import vocab
+
 log = logging.getLogger("tcpskim")
 
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
-MODES = ("xdp", "tcp", "idle")
-ROLES = ("sensor", "hardworker", "logger")
+MODES = vocab.TRIAL_MODES
+ROLES = vocab.ROLES
 DEFAULTS = {
     "interface": "", "tos": 104, "port": 12345, "rate_hz": 100, "size_bytes": 1024,
     "warmup_s": 0.0, "duration_s": 10.0, "tail_s": 0.0, "wakeup": {"policy": "per-record"},
@@ -57,16 +56,33 @@ def _need(cfg, key, kind, check=None, msg=""):
     return val
 
 
+def _limit(v, name):
+    return vocab.limited(name, v)
+
+
+def _rule(cfg, key, rule, *args):
+    """cfg[key] through a shared rule of roles.vocab (the control side checks the same)."""
+    if key not in cfg:
+        raise ConfigError(key, "missing")
+    try:
+        cfg[key] = rule(cfg[key], *args)
+    except vocab.Invalid as exc:
+        raise ConfigError(key, f"{cfg[key]!r} {exc}") from None
+    return cfg[key]
+
+
 def _host(cfg, key, h):
     if not isinstance(h, dict) or "ip" not in h:
         raise ConfigError(key, "expected an object with 'ip' (and 'mac', 'name')")
     try:
-        ipaddress.IPv4Address(h["ip"])
-    except (ValueError, TypeError):
-        raise ConfigError(key, f"bad IPv4 address {h.get('ip')!r}") from None
-    mac = h.get("mac")
-    if mac is not None and not re.fullmatch(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}", str(mac)):
-        raise ConfigError(key, f"bad MAC address {mac!r}")
+        vocab.ipv4_host(h["ip"])
+    except vocab.Invalid as exc:
+        raise ConfigError(key, f"bad IPv4 address {h.get('ip')!r}: {exc}") from None
+    if h.get("mac") is not None:
+        try:
+            h["mac"] = vocab.mac(h["mac"])
+        except vocab.Invalid as exc:
+            raise ConfigError(key, f"bad MAC address {h['mac']!r}: {exc}") from None
     return h
 
 
@@ -79,12 +95,12 @@ def validate(cfg: dict) -> dict:
     role = _need(cfg, "role", str, lambda v: v in ROLES, f"one of {ROLES}")
     _need(cfg, "instance", int, lambda v: 0 <= v <= 0xFFFFFFFF)
     for k in ("run_id", "trial"):
-        _need(cfg, k, str, NAME_RE.match, "must match [A-Za-z0-9._-]+")
+        _rule(cfg, k, vocab.token)
     _need(cfg, "mode", str, lambda v: v in MODES, f"one of {MODES}")
     for k in ("state_dir", "out_dir"):
         _need(cfg, k, str, os.path.isabs, "must be an absolute path")
-    _need(cfg, "interface", str, lambda v: re.fullmatch(r"[A-Za-z0-9._@-]{0,15}", v),
-          "not an interface name")
+    if cfg["interface"] != "":  # none in tcp mode
+        _rule(cfg, "interface", vocab.interface)
     hosts = _need(cfg, "hosts", dict)
     for k in ("hardworker", "logger"):
         if k not in hosts:
@@ -95,32 +111,28 @@ def validate(cfg: dict) -> dict:
         raise ConfigError("hosts.sensor", "expected a list")
     for i, h in enumerate(sensors):
         _host(cfg, f"hosts.sensor[{i}]", h)
-    _need(cfg, "tos", int, lambda v: 0 <= v <= 255 and v & 3 == 0, "0..255 with the low two bits zero")
-    _need(cfg, "port", int, lambda v: 1 <= v <= 65535)
-    _need(cfg, "rate_hz", float, lambda v: 0 < v <= 100000)
-    _need(cfg, "size_bytes", int, lambda v: 0 <= v <= 1 << 20)
-    for k in ("warmup_s", "duration_s", "tail_s", "connect_timeout_s", "close_timeout_s"):
+    _rule(cfg, "tos", vocab.tos_marker)
+    _rule(cfg, "port", _limit, "marker_port")
+    for k in ("rate_hz", "size_bytes", "warmup_s", "duration_s", "tail_s", "capture_bytes", "work_us"):
+        _rule(cfg, k, _limit, k)
+    for k in ("connect_timeout_s", "close_timeout_s"):
         _need(cfg, k, float, lambda v: 0 <= v <= 86400)
     wk = _need(cfg, "wakeup", dict)
-    if wk.get("policy") not in ("per-record", "batch"):
+    if wk.get("policy") not in vocab.WAKEUP_POLICIES:
         raise ConfigError("wakeup.policy", "'per-record' or 'batch'")
     if wk["policy"] == "batch":
-        iv = wk.get("interval_ms")
-        if not isinstance(iv, (int, float)) or isinstance(iv, bool) or not 0 < iv <= 10000:
-            raise ConfigError("wakeup.interval_ms", "a number in (0, 10000] for the batch policy")
-    _need(cfg, "xdp_mode", str, lambda v: v in ("generic", "native", "auto"))
-    _need(cfg, "ringbuf_bytes", int, lambda v: v >= 4096 and v & (v - 1) == 0,
-          "a power of two, at least one page")
-    _need(cfg, "capture_bytes", int, lambda v: 1448 <= v <= 9000, "1448..9000 (a jumbo frame at most)")
+        iv, hi = wk.get("interval_ms"), vocab.LIMITS["wakeup_ms"].hi
+        if not isinstance(iv, (int, float)) or isinstance(iv, bool) or not 0 < iv <= hi:
+            raise ConfigError("wakeup.interval_ms", f"a number in (0, {hi}] for the batch policy")
+    _need(cfg, "xdp_mode", str, lambda v: v in vocab.XDP_MODES, f"one of {vocab.XDP_MODES}")
+    _rule(cfg, "ringbuf_bytes", vocab.ringbuf_bytes)
     # One ring-buffer record = 8-byte header + 16-byte skim_rec + capture, padded: room for two
     # at least, or every reservation fails and the stream stalls on retransmissions forever.
-    if cfg["ringbuf_bytes"] < 2 * (cfg["capture_bytes"] + 24):
-        raise ConfigError("ringbuf_bytes", f"at least 2 x (capture_bytes + 24) = {2 * (cfg['capture_bytes'] + 24)}")
-    _need(cfg, "work_us", float, lambda v: 0 <= v <= 1e6)
+    two = 2 * (cfg["capture_bytes"] + vocab.RING_RECORD_OVERHEAD)
+    if cfg["ringbuf_bytes"] < two:
+        raise ConfigError("ringbuf_bytes", f"at least 2 x (capture_bytes + {vocab.RING_RECORD_OVERHEAD}) = {two}")
     _need(cfg, "consumer_delay_us", float, lambda v: 0 <= v <= 1e7)
-    ncpu = os.cpu_count() or 1
-    _need(cfg, "cpus", list, lambda v: all(isinstance(c, int) and 0 <= c < ncpu for c in v),
-          f"CPU numbers in 0..{ncpu - 1}")
+    _rule(cfg, "cpus", vocab.cpu_list, os.cpu_count() or 1)
     _need(cfg, "clock_skew_s", dict, lambda v: all(
         isinstance(k, str) and isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) < 86400
         for k, x in v.items()), "{sensor id: seconds}")

@@ -16,6 +16,8 @@ import os
 import re
 import subprocess
 
+from roles import vocab
+
 log = logging.getLogger(__name__)
 
 BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
@@ -23,9 +25,7 @@ PAGE_SIZE = mmap.PAGESIZE
 
 XDP_FLAGS_SKB_MODE = 1 << 1  # same values as bcc's BPF.XDP_FLAGS_*; usable without bcc
 XDP_FLAGS_DRV_MODE = 1 << 2
-MODES = ("generic", "native", "auto")
-_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+MODES = vocab.XDP_MODES
 
 # key -> kind; the kind decides validation and rendering of the -D value.
 _KINDS = {
@@ -40,18 +40,23 @@ def _render(key, kind, value):
     bad = ValueError(f"{key}: invalid value {value!r}")
     if kind == "ip":
         try:
-            addr = ipaddress.IPv4Address(str(value))
-        except ValueError:
+            addr = ipaddress.IPv4Address(vocab.ipv4_host(str(value)))
+        except vocab.Invalid:
             raise bad from None
         return [f"-D{key}=0x{int(addr):08x}U"]
     if kind == "mac":
-        if not isinstance(value, str) or not _MAC_RE.match(value):
-            raise bad
-        return [f"-D{key}=" + ",".join(f"0x{o}" for o in value.lower().split(":"))]
+        try:
+            value = vocab.mac(value)
+        except vocab.Invalid:
+            raise bad from None
+        return [f"-D{key}=" + ",".join(f"0x{o}" for o in value.split(":"))]
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad
-    if kind == "tos" and not (0 <= value <= 255 and value & 3 == 0):
-        raise ValueError(f"{key}: TOS must be 0..255 with the two ECN bits zero, got {value!r}")
+    if kind == "tos":
+        try:
+            vocab.tos_marker(value)
+        except vocab.Invalid as exc:
+            raise ValueError(f"{key}: TOS {value!r} {exc}") from None
     if kind == "port" and not 1 <= value <= 65535:
         raise bad
     if kind == "capture" and not 1 <= value <= 9000:
@@ -94,8 +99,10 @@ def _b(name):
 
 
 def _check_ifname(ifname):
-    if not isinstance(ifname, str) or not _IFNAME_RE.match(ifname):
-        raise ValueError(f"interface: invalid name {ifname!r}")
+    try:
+        vocab.interface(ifname)
+    except vocab.Invalid:
+        raise ValueError(f"interface: invalid name {ifname!r}") from None
 
 
 def attached_prog(ifname):
