@@ -22,25 +22,49 @@ CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_STATE_DIR = os.path.join(CHECKOUT, ".tcpskim")
 
 
-def role_cmdline(pid: int):
-    """The argv of a live (non-zombie) role process, or None."""
+def live_argv(pid: int):
+    """The argv of a live (non-zombie) process, or None."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
                 return None
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
     except (OSError, IndexError):
         return None
-    return argv if any(a.startswith("roles.") for a in argv) else None
 
 
-def _read_pid(path):
+def role_cmdline(pid: int):
+    """The argv of a live (non-zombie) role process, or None."""
+    argv = live_argv(pid)
+    return argv if argv and any(a.startswith("roles.") for a in argv) else None
+
+
+def read_pid(path):
+    """The pid a pidfile holds, or None."""
     try:
         with open(path) as f:
             return int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def terminate(pids, timeout: float, alive=live_argv) -> set:
+    """TERM ``pids``, wait up to ``timeout`` s for ``alive(pid)`` to turn false, KILL the rest
+    (and wait up to 2 s more for them). Returns the pids that needed SIGKILL."""
+    pids = list(pids)
+    for pid in pids:
+        _kill(pid, signal.SIGTERM)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and any(alive(pid) for pid in pids):
+        time.sleep(0.05)
+    killed = {pid for pid in pids if alive(pid)}
+    for pid in killed:
+        _kill(pid, signal.SIGKILL)
+    end = time.monotonic() + 2
+    while time.monotonic() < end and any(alive(pid) for pid in killed):
+        time.sleep(0.05)
+    return killed
 
 
 def _pidfiles(state_dir, role=None):
@@ -54,11 +78,11 @@ def _pidfiles(state_dir, role=None):
         name = n[:-4]
         if role and name.rsplit("-", 1)[0] != role:
             continue
-        out.append((name, os.path.join(d, n), _read_pid(os.path.join(d, n))))
+        out.append((name, os.path.join(d, n), read_pid(os.path.join(d, n))))
     return out
 
 
-def _tail(path, n=20):
+def tail(path, n=20):
     try:
         with open(path, errors="replace") as f:
             return f.read().splitlines()[-n:]
@@ -70,7 +94,7 @@ def start(args) -> dict:
     cfg = runtime.load_config(args.config)
     p = runtime.paths(cfg)
     name = runtime.role_name(cfg)
-    old = _read_pid(p["pid"])
+    old = read_pid(p["pid"])
     if old and role_cmdline(old):
         raise RuntimeError(f"{name} is already running (pid {old})")
     os.makedirs(os.path.dirname(p["pid"]), exist_ok=True)
@@ -101,15 +125,15 @@ def wait_ready(args) -> dict:
                 return {"role": name, **json.load(f)}
         except (FileNotFoundError, ValueError):
             pass
-        pid = _read_pid(p["pid"])
+        pid = read_pid(p["pid"])
         if pid is None or role_cmdline(pid) is None:
             if os.path.exists(p["ready"]):
                 continue
             raise RuntimeError(f"{name} died before it was ready; last log lines:\n"
-                               + "\n".join(_tail(p["log"])))
+                               + "\n".join(tail(p["log"])))
         if time.monotonic() > end:
             raise TimeoutError(f"{name} not ready after {args.timeout} s; last log lines:\n"
-                               + "\n".join(_tail(p["log"], 5)))
+                               + "\n".join(tail(p["log"], 5)))
         time.sleep(0.05)
 
 
@@ -129,22 +153,10 @@ def stop(args) -> dict:
         else:
             stale.append(name)
             _unlink(path)
-    for _, _, pid in targets:
-        _kill(pid, signal.SIGTERM)
-    end = time.monotonic() + args.timeout
-    while time.monotonic() < end and any(role_cmdline(pid) for _, _, pid in targets):
-        time.sleep(0.05)
-    stopped, killed = [], []
-    for name, path, pid in targets:
-        if role_cmdline(pid):
-            _kill(pid, signal.SIGKILL)
-            killed.append(name)
-            for _ in range(40):
-                if not role_cmdline(pid):
-                    break
-                time.sleep(0.05)
-        else:
-            stopped.append(name)
+    killed_pids = terminate([pid for _, _, pid in targets], args.timeout, alive=role_cmdline)
+    stopped = [name for name, _, pid in targets if pid not in killed_pids]
+    killed = [name for name, _, pid in targets if pid in killed_pids]
+    for _, path, _ in targets:
         _unlink(path)  # a KILLed role could not remove its own
     detached = None
     if args.interface:

@@ -155,16 +155,37 @@ def remember(path: str, name: str, key: paramiko.PKey, replace: bool = False) ->
         data = b""
     if not replace and _parse(data, paramiko.HostKeys()).check(name, key):
         return False
-    keep = []
-    for raw in data.splitlines(keepends=True):
-        line = raw.decode("utf-8", "replace").strip()
-        if replace and line and not line.startswith(("#", "@")) and _names_host(line.split()[0], name):
-            continue
-        keep.append(raw)
-    out = b"".join(keep)
+    out = _without(data, [name]) if replace else data
     if out and not out.endswith((b"\n", b"\r")):
         out += b"\n"
     out += f"{name} {key.get_name()} {key.get_base64()}\n".encode()
+    _write_atomic(path, out)
+    return True
+
+
+def _without(data: bytes, names) -> bytes:
+    """``data`` without the plain entry lines whose host field names any of ``names``."""
+    keep = []
+    for raw in data.splitlines(keepends=True):
+        line = raw.decode("utf-8", "replace").strip()
+        if line and not line.startswith(("#", "@")) and any(_names_host(line.split()[0], n) for n in names):
+            continue
+        keep.append(raw)
+    return b"".join(keep)
+
+
+def forget(path: str, names) -> bool:
+    """Drop every entry line naming one of ``names`` (as ``remember(replace=True)`` does), keeping
+    all other lines byte for byte. Returns whether the file was written."""
+    path = os.path.expanduser(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return False
+    out = _without(data, list(names))
+    if out == data:
+        return False
     _write_atomic(path, out)
     return True
 
@@ -180,8 +201,10 @@ def offered_key(host: Host, timeout: float) -> paramiko.PKey:
         t.close()
 
 
-def known_name(host: Host) -> str:
-    return host.ssh_host if host.ssh_port == 22 else f"[{host.ssh_host}]:{host.ssh_port}"
+def known_name(host: Host, addr: str | None = None) -> str:
+    """The known_hosts name of ``addr`` (default the host's ssh_host) at the host's SSH port."""
+    addr = addr or host.ssh_host
+    return addr if host.ssh_port == 22 else f"[{addr}]:{host.ssh_port}"
 
 
 def accept(inv: Inventory, hosts: list[Host]) -> list[HostResult]:
