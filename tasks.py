@@ -54,14 +54,15 @@ def _lab_inventory(path):
     return inv
 
 
-@task(help={"inventory": INV_HELP})
-def lab_up(c, inventory=None):
+@task(help={"inventory": INV_HELP,
+            "dry-run": "print each step (and its commands) the lab still needs, change nothing"})
+def lab_up(c, inventory=None, dry_run=False):
     """Build the local lab: a namespace, sshd and checkout per inventory host (root, Linux)."""
     from tcpskim import lab
 
     inv = _lab_inventory(inventory)
     try:
-        lab.up(inv)
+        lab.up(inv, dry_run=dry_run)
     except lab.LabError as exc:
         raise Exit(f"error: {exc}", code=1) from None
 

@@ -25,6 +25,7 @@ from . import CHECKOUT, localgit
 from .clock import offset as clock_offset
 from .fleet import Fleet, HostError, remote_path
 from .inventory import Host, parse_wakeup
+from .lab.names import other_cpus
 from .plan import Params, Trial, estimate_s, trials
 from .results import RunFolder, trial_row
 from .stop import stop_host
@@ -98,8 +99,8 @@ class Runner:
         self.cpus = cpu_plan(self.inv)
         # In the lab the control side (SSH threads, polling) shares the hosts' CPUs: keep it
         # off the hardworker's dedicated CPU during the run, like every lab sshd.
-        self.control_cpus = self.cpus.get(next((h.name for h in self.inv.hosts if h.role != "hardworker"), ""),
-                                          []) if self.inv.lab is not None and hasattr(os, "sched_setaffinity") else []
+        self.control_cpus = (other_cpus(self.cpus, self.inv.hosts)
+                             if self.inv.lab is not None and hasattr(os, "sched_setaffinity") else [])
         self.idle_rate: dict[int, float] = {}  # repeat -> busy CPU s per s with no traffic
 
     # --- configs -------------------------------------------------------------------------

@@ -1,0 +1,84 @@
+"""``down``: remove everything ``up`` made, in an order that is safe on any half-built lab:
+XDP first, then processes, links and namespaces, mounts, and last the files.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..inventory import Inventory
+from . import net, procs, state
+from .actions import Report
+from .names import lab_of, namespace, veth_name
+
+
+def down(inv: Inventory, rep: Report) -> None:
+    lab = lab_of(inv)
+    old = state.read_state(inv)
+    namespaces = list(dict.fromkeys([namespace(inv, h) for h in inv.hosts] + old.get("namespaces", [])))
+    veths = list(dict.fromkeys([veth_name(inv, h) for h in inv.hosts] + old.get("veths", [])))
+    inodes = {v["netns_inode"] for v in old.get("hosts", {}).values() if v.get("netns_inode")}
+
+    # 1. XDP first, so nothing keeps swallowing traffic if a later step fails.
+    for ns in namespaces:
+        if net.ns_exists(ns):
+            for link in net.links(ns):
+                if link.get("ifname") != "lo" and net.xdp_off(link["ifname"], ns):
+                    rep.gone(f"XDP program on {ns}:{link['ifname']}")
+    for v in veths:
+        if net.xdp_off(v, None):
+            rep.gone(f"XDP program on {v}")
+
+    # 2. Processes: every process in a lab namespace (sshd, sessions, roles), lab sshds.
+    line = procs.end(procs.lab_pids(inv, namespaces, inodes))
+    if line:
+        rep.gone(line)
+
+    # 3. Links and namespaces (deleting either veth end deletes the pair).
+    for v in veths:
+        if net.link(v) is not None:
+            net.run(["ip", "link", "del", "dev", v], check=False)
+            rep.gone(f"veth {v}")
+    for ns in namespaces:
+        if net.ns_exists(ns):
+            r = net.run(["ip", "netns", "del", ns], check=False)
+            if r.returncode != 0:
+                rep.warn(f"ip netns del {ns}: {r.stderr.strip()}")
+            else:
+                rep.gone(f"namespace {ns}")
+    if net.link(lab.bridge) is not None:
+        net.run(["ip", "link", "del", "dev", lab.bridge], check=False)
+        rep.gone(f"bridge {lab.bridge}")
+
+    _unmount(namespaces, lab.state_dir, rep)
+    _files(inv, rep)
+    leftover = [ns for ns in namespaces if net.ns_exists(ns)] + [v for v in veths if net.link(v) is not None]
+    if leftover:
+        rep.warn(f"still present: {', '.join(leftover)}")
+
+
+def _unmount(namespaces: list[str], state_dir: str, rep: Report) -> None:
+    """A netns bind mount `ip netns del` could not remove, anything in the state dir."""
+    for mp in sorted(net.mounts_under([f"/run/netns/{ns}" for ns in namespaces] + [state_dir]), reverse=True):
+        r = net.run(["umount", "-l", mp], check=False)
+        if r.returncode == 0:
+            rep.gone(f"mount {mp}")
+        else:
+            rep.warn(f"umount {mp}: {r.stderr.strip()}")
+    for ns in namespaces:  # the (now unmounted) file `ip netns add` left, if any
+        Path("/run/netns", ns).unlink(missing_ok=True)
+
+
+def _files(inv: Inventory, rep: Report) -> None:
+    """known_hosts entries outside the state dir, then the state dir itself."""
+    d = Path(lab_of(inv).state_dir)
+    kh = Path(inv.known_hosts).expanduser()
+    if kh.exists() and not str(kh.resolve()).startswith(str(d.resolve()) + "/") and state.forget_known_hosts(inv):
+        rep.gone(f"lab entries in {kh}")
+    if d.is_dir():
+        if (d / state.MARKER).exists() or not any(d.iterdir()):
+            shutil.rmtree(d)
+            rep.gone(f"state dir {d}")
+        else:
+            rep.warn(f"{d} has no {state.MARKER} marker: not deleting a directory tcpskim did not make")
