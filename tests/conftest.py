@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings
 
-from helpers import ROOT_LINUX, lab_inventory_text, run_invoke
+from helpers import ROOT_LINUX, lab_built, run_invoke, write_lab_inventory
 
 # Property tests check outcomes, not speed: no per-example deadline on a shared, noisy machine.
 settings.register_profile("tcpskim", deadline=None)
@@ -20,20 +20,10 @@ def e2e_lab(tmp_path_factory):
     left behind by a killed earlier session is removed first."""
     if not ROOT_LINUX:
         pytest.skip("the lab end-to-end tests need Linux and root")
-    from tcpskim import inventory, lab
-
-    d = tmp_path_factory.mktemp("e2e")
-    path = d / "inventory.toml"
-    path.write_text(lab_inventory_text(d / "state", sensors=2))
-    inv = inventory.load(path)
-    lab.down(inv, log=lambda *_: None)
-    try:
-        yield inv, path
-    finally:
-        try:
-            run_invoke(path, "stop", timeout=120)  # roles and XDP programs, over SSH
-        finally:
-            lab.down(inv, log=lambda *_: None)  # even if stop hung or the lab is half-built
+    inv = write_lab_inventory(tmp_path_factory.mktemp("e2e"), sensors=2)
+    # Roles and XDP programs stopped over SSH first; lab.down runs even if stop hung.
+    with lab_built(inv, areas=(), before_down=lambda: run_invoke(inv.path, "stop", timeout=120)):
+        yield inv, inv.path
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,10 @@
-"""Helpers the tests share: the e2e lab's inventory text, what a lab leaves behind, and the
-real `invoke` command line. Imported as ``from helpers import ...`` (tests/ is on sys.path)."""
+"""Helpers the tests share: the lab inventory and the one lab builder (``lab_built``), what a
+lab leaves behind, and the real `invoke` command line. Imported as ``from helpers import ...``
+(tests/ is on sys.path)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -11,17 +13,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ROOT_LINUX = sys.platform.startswith("linux") and os.geteuid() == 0
 
-def lab_inventory_text(state_dir: Path, prefix: str = "tse", base: int = 192, sensors: int = 1) -> str:
+
+def lab_inventory_text(state_dir: Path, prefix: str = "tse", base: int = 192, sensors: int = 1, *,
+                       name: str = "e2e", names: tuple[str, str, str] = ("sensor", "hardworker", "logger"),
+                       dedicate: bool = True, remote: str | None = None, connect_timeout: float = 3,
+                       hw_ssh_port: int | None = None, logger_interface: str = "eth0",
+                       logger_mac: str | None = None) -> str:
+    """A lab inventory in 198.18.0.<base>/26: control .base+1, sensor, hardworker, logger
+    .base+2.., further sensors ``sensor2``.. at .base+7.. (the e2e lab: prefix ``tse``, .192/26)."""
     ip = lambda n: f"198.18.0.{base + n}"  # noqa: E731
+    sensor, hardworker, logger = names
     extra = "".join(f"""
 [hosts.sensor{i}]
 role = "sensor"
 ip = "{ip(5 + i)}"
 interface = "eth0"
 """ for i in range(2, sensors + 1))
+    code = f'\n[code]\nremote = "{remote}"\n' if remote is not None else ""
     return f"""
 [testbed]
-name = "e2e"
+name = "{name}"
 lab = true
 
 [lab]
@@ -29,31 +40,72 @@ prefix = "{prefix}"
 subnet = "198.18.0.{base}/26"
 control_ip = "{ip(1)}"
 state_dir = "{state_dir}"
+dedicate_cpu = {str(dedicate).lower()}
 
 [ssh]
 user = "root"
-connect_timeout = 3
-
+connect_timeout = {connect_timeout}
+{code}
 [experiment]
 duration = 3
 warmup = 1
 repeat = 1
 
-[hosts.sensor]
+[hosts.{sensor}]
 role = "sensor"
 ip = "{ip(2)}"
 interface = "eth0"
 
-[hosts.hardworker]
+[hosts.{hardworker}]
 role = "hardworker"
 ip = "{ip(3)}"
 interface = "eth0"
+{f"ssh_port = {hw_ssh_port}" if hw_ssh_port else ""}
 
-[hosts.logger]
+[hosts.{logger}]
 role = "logger"
 ip = "{ip(4)}"
-interface = "eth0"
+interface = "{logger_interface}"
+{f'mac = "{logger_mac}"' if logger_mac else ""}
 {extra}"""
+
+
+def write_lab_inventory(d: Path, **kw):
+    """``lab_inventory_text`` written to ``d/inventory.toml`` (state dir ``d/state``), loaded."""
+    from tcpskim import inventory
+
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / "inventory.toml"
+    p.write_text(lab_inventory_text(d / "state", **kw))
+    return inventory.load(p)
+
+
+@contextlib.contextmanager
+def lab_built(inv, areas=None, before_down=None):
+    """The tests' one lab builder. Removes a leftover lab of the same names (a killed earlier
+    run), builds the lab (``areas`` None: all of ``lab.up``; else only the plan's steps in those
+    areas, e.g. ``("state", "net")``; ``()``: nothing, the test builds it), yields the report, and
+    always tears it down: ``before_down()`` (if given) then ``lab.down``, even when the test fails."""
+    from tcpskim import lab
+
+    lab.down(inv, log=_quiet)
+    try:
+        if areas is None:
+            yield lab.up(inv, log=_quiet)
+        else:
+            rep = lab.Report(_quiet)
+            lab.apply(inv, [s for s in lab.plan(inv).steps if s.area in areas], rep)
+            yield {"created": rep.created, "warnings": rep.warnings}
+    finally:
+        try:
+            if before_down is not None:
+                before_down()
+        finally:
+            lab.down(inv, log=_quiet)
+
+
+def _quiet(*_a, **_k):
+    pass
 
 
 def lab_leftovers(inv) -> list[str]:

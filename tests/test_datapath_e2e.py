@@ -16,6 +16,8 @@ from tcpskim.experiment import Runner
 from tcpskim.fleet import Fleet
 from tcpskim.plan import params
 
+pytestmark = pytest.mark.lab  # builds the e2e lab (namespaces, sshd, XDP)
+
 
 
 def snmp(inv, host) -> dict:

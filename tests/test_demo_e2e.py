@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from tcpskim import lab
 
 from helpers import ROOT, lab_leftovers, run_invoke
+
+pytestmark = pytest.mark.lab  # builds the e2e lab
 
 
 def test_demo_runs_twice_then_lab_down(e2e_lab):

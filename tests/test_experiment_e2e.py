@@ -20,6 +20,8 @@ from tcpskim import CHECKOUT, lab
 
 from helpers import ROOT, run_invoke
 
+pytestmark = pytest.mark.lab  # builds the e2e lab
+
 
 def run_id_of(stdout: str) -> str:
     return re.search(r"^run (\S+) ok: ", stdout, re.M).group(1)

@@ -7,10 +7,13 @@ import re
 import subprocess
 import time
 
+import pytest
 
 from tcpskim import lab, localgit
 
 from helpers import run_invoke
+
+pytestmark = pytest.mark.lab  # builds the e2e lab
 
 
 def neighbours(inv, host):

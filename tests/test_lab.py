@@ -1,9 +1,10 @@
-"""tcpskim.lab: unit tests (anywhere) and end-to-end lab tests (Linux, root).
+"""tcpskim.lab: unit tests (anywhere: names, CPU plan, the setup diff on synthetic facts) and
+end-to-end lab tests (marked ``lab``; Linux, root).
 
-The lab tests build their own small labs from inventories written to pytest's tmp dir
-(prefixes ``tsl``/``tsh``, subnets 198.18.0.64/26 and 198.18.0.128/26, state dirs under
-tmp), so they never touch a user's lab (``tsk``, 198.18.0.0/24). Every lab built here is
-torn down by a fixture, even when a test fails.
+The lab tests build their own small labs with ``helpers.lab_built`` from inventories written to
+pytest's tmp dir (prefixes ``tsl``/``tsh``, subnets 198.18.0.64/26 and 198.18.0.128/26, state
+dirs under tmp), so they never touch a user's lab (``tsk``, 198.18.0.0/24). Every lab built
+here is torn down, even when a test fails.
 """
 
 from __future__ import annotations
@@ -19,59 +20,27 @@ from pathlib import Path
 import pytest
 
 from tcpskim import CHECKOUT, inventory, lab
+from tcpskim.lab import actions as lab_apply
+from tcpskim.lab import net, sshd
+from tcpskim.lab.steps import Facts, HostFacts, authorized_keys_text, diff
 
-from helpers import lab_leftovers
+from helpers import ROOT_LINUX, lab_built, lab_leftovers, write_lab_inventory
 
-ROOT_LINUX = sys.platform.startswith("linux") and os.geteuid() == 0
-needs_root = pytest.mark.skipif(not ROOT_LINUX, reason="the local lab needs Linux and root")
+
+def needs_root(test):
+    """A test that builds a lab: marked ``lab`` and skipped without Linux and root."""
+    return pytest.mark.lab(pytest.mark.skipif(not ROOT_LINUX, reason="the local lab needs Linux and root")(test))
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 def write_inventory(d: Path, prefix: str, base: int, remote: str = "", dedicate: bool = True) -> inventory.Inventory:
-    """A 3-host lab inventory in 198.18.0.<base>/26: control .base+1, hosts .base+2.. ."""
-    ip = lambda n: f"198.18.0.{base + n}"  # noqa: E731
-    text = f"""
-[testbed]
-name = "{prefix}test"
-lab = true
-
-[lab]
-prefix = "{prefix}"
-subnet = "198.18.0.{base}/26"
-control_ip = "{ip(1)}"
-state_dir = "{d}/state"
-dedicate_cpu = {str(dedicate).lower()}
-
-[ssh]
-user = "root"
-connect_timeout = 5
-
-[code]
-remote = "{remote}"
-
-[hosts.sensor]
-role = "sensor"
-ip = "{ip(2)}"
-interface = "eth0"
-
-[hosts.hardworker]
-role = "hardworker"
-ip = "{ip(3)}"
-interface = "eth0"
-ssh_port = 2222
-
-[hosts.logger]
-role = "logger"
-ip = "{ip(4)}"
-interface = "eth1"
-mac = "02:00:c6:12:00:{base + 4:02x}"
-"""
-    d.mkdir(parents=True, exist_ok=True)
-    p = d / "inventory.toml"
-    p.write_text(text)
-    return inventory.load(p)
+    """A 3-host lab inventory in 198.18.0.<base>/26 with a non-default SSH port (hardworker)
+    and interface name and MAC (logger)."""
+    return write_lab_inventory(d, prefix=prefix, base=base, name=f"{prefix}test", dedicate=dedicate, remote=remote,
+                               connect_timeout=5, hw_ssh_port=2222, logger_interface="eth1",
+                               logger_mac=f"02:00:c6:12:00:{base + 4:02x}")
 
 
 def code_source(tmp: Path) -> tuple[str, str]:
@@ -178,6 +147,137 @@ def test_refuses_non_lab_inventory(tmp_path):
         lab.up(inventory.load(p), log=quiet)
 
 
+# --------------------------------------------------------------------------- the setup diff (no root)
+
+
+def complete_facts(inv, ncpu=4) -> Facts:
+    """Synthetic facts of a lab that is completely built."""
+    plan = lab.cpu_plan(inv, ncpu)
+    others = lab.other_cpus(plan, inv.hosts)
+    br, plen = inv.lab.bridge, 26
+    facts = Facts(ncpu=ncpu, state_dir="ours", state_mode=0o700, lab_pub="ssh-ed25519 AAAA lab",
+                  bridge={"flags": ["UP"], "linkinfo": {"info_kind": "bridge"}},
+                  bridge_addrs=(f"{inv.lab.control_ip}/{plen}",), known_hosts_current=True,
+                  source=("/src", "main", None))
+    for h in inv.hosts:
+        facts.hosts[h.name] = HostFacts(
+            netns=True, veth={"master": br, "flags": ["UP"]}, inner={"address": lab.host_mac(h), "flags": ["UP"]},
+            inner_addrs=(f"{h.ip}/{plen}",), lo_up=True, tx_off_veth=True, tx_off_inner=True,
+            rps=lab.parse_mask(lab.cpu_mask(plan[h.name])), port_rps=lab.parse_mask(lab.cpu_mask(others)),
+            host_key=True, authorized_keys=authorized_keys_text("ssh-ed25519 AAAA lab", None),
+            sshd_config=sshd.config_text(inv, h), sshd_pid=100, checkout="git")
+    return facts
+
+
+def whats(plan, host=None):
+    return [s.what for s in plan.steps if host is None or s.host == host]
+
+
+def argvs(plan, what):
+    step = next(s for s in plan.steps if s.what == what)
+    return [(list(c.argv), c.check) for c in step.cmds]
+
+
+def test_diff_of_a_complete_lab_is_empty(inv):
+    plan = diff(inv, complete_facts(inv))
+    assert plan.steps == [] and plan.warnings == []
+    assert "namespace tsu-sensor" in plan.found and "sshd of logger (pid 100)" in plan.found
+
+
+def test_diff_of_nothing_builds_everything_in_order(inv):
+    plan = diff(inv, Facts(ncpu=4, source=("/src", "main", None)))
+    w = whats(plan)
+    assert w[0] == "state dir " + inv.lab.state_dir and plan.found == [] and plan.warnings == []
+    order = [w.index(x) for x in ("bridge tsu-br0", "namespace tsu-sensor", "veth tsu-hardworker <-> tsu-hardworker:eth0",
+                                  "rps_cpus 8 on tsu-hardworker:eth0", "rps_cpus 7 on bridge port tsu-logger",
+                                  "sshd of hardworker on 198.18.0.195:2222",
+                                  f"known_hosts entries in {inv.known_hosts}",
+                                  f"checkout {inv.host('logger').checkout} (main)")]
+    assert order == sorted(order)
+    assert argvs(plan, "veth tsu-logger <-> tsu-logger:eth1")[0] == (
+        ["ip", "link", "add", "name", "tsu-logger", "type", "veth", "peer", "name", "eth1",
+         "address", "02:00:c6:12:00:c4", "netns", "tsu-logger"], True)
+    rps = next(s for s in plan.steps if s.what == "rps_cpus 8 on tsu-hardworker:eth0").cmds[0]
+    assert rps.argv[:4] == ("ip", "netns", "exec", "tsu-hardworker") and rps.input == "8\n"
+    # every sshd runs off the hardworker's CPU (3 of 4)
+    assert argvs(plan, "sshd of hardworker on 198.18.0.195:2222")[0][0][:3] == ["taskset", "-c", "0,1,2"]
+
+
+def test_diff_repairs_a_half_made_pair_and_a_wrong_mac(inv):
+    facts = complete_facts(inv)
+    facts.hosts["sensor"].inner = None  # the namespace end is gone
+    facts.hosts["logger"].inner = {"address": "02:00:00:00:00:01", "flags": ["UP"]}
+    plan = diff(inv, facts)
+    cmds = argvs(plan, "veth tsu-sensor <-> tsu-sensor:eth0")
+    assert cmds[0] == (["ip", "link", "del", "dev", "tsu-sensor"], False) and cmds[1][0][:3] == ["ip", "link", "add"]
+    # a new pair needs everything after it again: bridge port, address, offload, up, RPS
+    assert whats(plan, "sensor") == [
+        "veth tsu-sensor <-> tsu-sensor:eth0", "tsu-sensor on bridge tsu-br0", "address 198.18.0.194/26 on tsu-sensor:eth0",
+        "tx offload off on tsu-sensor", "tx offload off on tsu-sensor:eth0", "tsu-sensor:eth0 up", "tsu-sensor up",
+        "rps_cpus 7 on tsu-sensor:eth0", "rps_cpus 7 on bridge port tsu-sensor"]
+    assert whats(plan, "logger") == ["MAC 02:00:c6:12:00:c4 on tsu-logger:eth1", "tsu-logger:eth1 up"]
+    assert whats(plan, "hardworker") == []
+
+
+def test_diff_sshd_and_files(inv):
+    facts = complete_facts(inv)
+    facts.hosts["sensor"].sshd_config = "old"  # running with an older config: warn, do not restart
+    facts.hosts["logger"].sshd_pid = None
+    facts.hosts["logger"].host_key = False
+    facts.known_hosts_current = False
+    plan = diff(inv, facts)
+    assert whats(plan) == ["sshd_config of sensor", "host key of logger", "sshd of logger on 198.18.0.196:22",
+                           f"known_hosts entries in {inv.known_hosts}"]
+    assert plan.warnings == ["sensor: sshd 100 runs with an older config: `lab down` + `lab up` to apply"]
+    facts.lab_pub = None  # a new lab key: every authorized_keys changes
+    assert [w for w in whats(diff(inv, facts)) if w.startswith("authorized_keys")] == [
+        "authorized_keys of sensor", "authorized_keys of hardworker", "authorized_keys of logger"]
+
+
+def test_diff_refuses_what_it_did_not_make(inv):
+    for mutate, match in ((lambda f: setattr(f, "state_dir", "foreign"), "was not made by tcpskim"),
+                          (lambda f: f.bridge.update(linkinfo={"info_kind": "veth"}), "is not a bridge"),
+                          (lambda f: setattr(f.hosts["logger"], "checkout", "foreign"), "not a git checkout")):
+        facts = complete_facts(inv)
+        mutate(facts)
+        with pytest.raises(lab.LabError, match=match):
+            diff(inv, facts)
+
+
+def test_diff_without_cpus_to_dedicate_steers_nothing(inv):
+    plan = diff(inv, Facts(ncpu=1, source=("/src", "main", None)))
+    assert not [w for w in whats(plan) if "rps_cpus" in w]
+    assert argvs(plan, "sshd of sensor on 198.18.0.194:22")[0][0][0] == "ip"  # no taskset
+    facts = complete_facts(inv)
+    facts.rps_supported = False
+    facts.hosts["hardworker"].rps = 0
+    plan = diff(inv, facts)
+    assert plan.steps == [] and plan.warnings == [
+        f"{h}: no /sys/class/net/{i}/queues/rx-0/rps_cpus (kernel without RPS?): receive processing not steered"
+        for h, i in (("sensor", "eth0"), ("hardworker", "eth0"), ("logger", "eth1"))]
+
+
+def test_other_cpus_is_the_non_hardworker_set(inv):
+    assert lab.other_cpus(lab.cpu_plan(inv, 4), inv.hosts) == [0, 1, 2]
+    assert lab.other_cpus(lab.cpu_plan(inv, 1), inv.hosts) == []
+
+
+def test_dry_run_prints_steps_and_runs_nothing(inv, monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError(f"a dry run ran {a}")
+
+    for mod in (net, lab_apply):
+        monkeypatch.setattr(mod, "run", refuse)
+    monkeypatch.setattr(lab_apply, "ACTIONS", {})
+    plan = diff(inv, Facts(ncpu=4, source=("/src", "main", None)))
+    lines = []
+    rep = lab.Report(lines.append)
+    lab.apply(inv, plan.steps, rep, dry_run=True)
+    assert rep.created == [] and not Path(inv.lab.state_dir).exists()
+    assert "would create  namespace tsu-sensor" in lines and "    $ ip netns add tsu-sensor" in lines
+    assert sum(ln.startswith("would create") for ln in lines) == len(plan.steps)
+
+
 # --------------------------------------------------------------------------- the lab (root)
 
 
@@ -188,13 +288,9 @@ def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lab")
     remote, head = code_source(tmp)
     linv = write_inventory(tmp, "tsl", 64, remote=remote)
-    lab.down(linv, log=quiet)  # a leftover from an interrupted earlier run
-    try:
-        t0 = time.monotonic()
-        report = lab.up(linv, log=quiet)
+    t0 = time.monotonic()
+    with lab_built(linv) as report:
         yield {"inv": linv, "report": report, "head": head, "up_s": time.monotonic() - t0}
-    finally:
-        lab.down(linv, log=quiet)
 
 
 @needs_root
@@ -315,22 +411,19 @@ def half(tmp_path):
         pytest.skip("the local lab needs Linux and root")
     remote, _ = code_source(tmp_path)
     hinv = write_inventory(tmp_path, "tsh", 128, remote=remote)
-    lab.down(hinv, log=quiet)
-    try:
+    with lab_built(hinv, areas=()):
         yield hinv
-    finally:
-        lab.down(hinv, log=quiet)
+
+
+def build_part(inv, hosts, areas):
+    """Only the steps of ``up`` for these hosts (and the lab-wide ones) in these areas."""
+    steps = [s for s in lab.plan(inv).steps if s.host in (None, *hosts) and s.area in areas]
+    lab.apply(inv, steps, lab.Report(quiet))
 
 
 @needs_root
 def test_down_after_half_finished_up(half):
-    rep = lab._Report(quiet)
-    lab._state_dir(half, rep)
-    lab._lab_key(half, rep)
-    lab._bridge(half, rep)
-    for name in ("sensor", "hardworker"):
-        lab._host_net(half, half.host(name), rep)
-        lab._host_sshd(half, half.host(name), rep)
+    build_part(half, ("sensor", "hardworker"), ("state", "net", "sshd"))
     # A stray process in a namespace, and an sshd whose namespace name is already gone.
     stray = subprocess.Popen(["ip", "netns", "exec", lab.namespace(half, "sensor"), "sleep", "300"],
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -347,13 +440,15 @@ def test_down_after_half_finished_up(half):
 
 @needs_root
 def test_up_completes_half_finished_lab(half):
-    rep = lab._Report(quiet)
-    lab._state_dir(half, rep)
-    lab._bridge(half, rep)
-    lab._host_net(half, half.host("logger"), rep)
+    build_part(half, ("logger",), ("state", "net"))
+    dry = lab.up(half, log=quiet, dry_run=True)
+    assert dry["created"] == [] and "namespace tsh-logger" in dry["found"]
+    assert "namespace tsh-sensor" in dry["steps"] and not Path("/run/netns/tsh-sensor").exists()
     done = lab.up(half, log=quiet)
     assert done["warnings"] == []
     assert any("namespace tsh-logger" == f for f in done["found"])
+    assert done["created"] == dry["steps"]  # the dry run listed exactly what up then did
     assert all(r["port_open"] for r in lab.status(half))
+    assert lab.up(half, log=quiet, dry_run=True)["steps"] == []
     lab.down(half, log=quiet)
     assert lab_leftovers(half) == []

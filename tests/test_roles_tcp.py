@@ -18,7 +18,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HW, LOGGER, S1, S2 = "198.18.0.150", "198.18.0.151", "198.18.0.152", "198.18.0.153"
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a network namespace")
+pytestmark = [pytest.mark.lab,  # a network namespace of its own
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a network namespace")]
 
 
 def _ip(*args, check=True):

@@ -31,6 +31,7 @@ except Exception:  # ImportError, or bcc failing without kernel headers
     HAVE_BCC = False
 
 pytestmark = [
+    pytest.mark.lab,  # namespaces and kernel XDP
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, XDP)"),
     pytest.mark.skipif(not HAVE_BCC, reason="bcc is not importable by this python"),
     pytest.mark.skipif(shutil.which("ip") is None or shutil.which("ethtool") is None,
