@@ -81,27 +81,28 @@ def write_lab_inventory(d: Path, **kw):
 
 
 @contextlib.contextmanager
-def lab_built(inv, areas=None, before_down=None):
+def lab_built(inv, areas=None, before_down=None, bridge_netns=None):
     """The tests' one lab builder. Removes a leftover lab of the same names (a killed earlier
     run), builds the lab (``areas`` None: all of ``lab.up``; else only the plan's steps in those
-    areas, e.g. ``("state", "net")``; ``()``: nothing, the test builds it), yields the report, and
-    always tears it down: ``before_down()`` (if given) then ``lab.down``, even when the test fails."""
+    areas, e.g. ``("net",)``; ``()``: nothing, the test builds it), yields the report, and
+    always tears it down: ``before_down()`` (if given) then ``lab.down``, even when the test fails.
+    ``bridge_netns``: the bridge in its own namespace (a plain wire; only with ``areas``)."""
     from tcpskim import lab
 
-    lab.down(inv, log=_quiet)
+    lab.down(inv, log=_quiet, bridge_netns=bridge_netns)
     try:
         if areas is None:
             yield lab.up(inv, log=_quiet)
         else:
             rep = lab.Report(_quiet)
-            lab.apply(inv, [s for s in lab.plan(inv).steps if s.area in areas], rep)
+            lab.apply(inv, [s for s in lab.plan(inv, bridge_netns).steps if s.area in areas], rep)
             yield {"created": rep.created, "warnings": rep.warnings}
     finally:
         try:
             if before_down is not None:
                 before_down()
         finally:
-            lab.down(inv, log=_quiet)
+            lab.down(inv, log=_quiet, bridge_netns=bridge_netns)
 
 
 def _quiet(*_a, **_k):

@@ -1,15 +1,19 @@
 """End-to-end tests of the XDP data path through real kernel XDP (bcc, generic mode on veth).
 
-Topology, all in namespaces created here (prefix dp-) and removed afterwards:
+Topology, built by the tests' one lab builder (``helpers.lab_built``: the network part of a
+lab, prefix dp-) and removed afterwards:
 
-    dp-sen eth0 .210 ─┐
-    dp-hw  eth0 .211 ─┼─ bridge br0 in dp-br
-    dp-log eth0 .212 ─┘
+    dp-sen eth0 .2 ─┐
+    dp-hw  eth0 .3 ─┼─ bridge dp-br0 in namespace dp-br
+    dp-log eth0 .4 ─┘
 
-TX and RX checksum offload are off on every veth end, so segments carry full checksums and
-receivers verify them (TcpInCsumErrors would count a wrong rewrite). XDP and sockets are set
-up in a namespace by switching the test thread's network namespace with setns(2) around the
-call: sockets and netlink sockets keep the namespace they were created in.
+The bridge lives in its own namespace with bridge netfilter off (a plain wire: the root
+namespace's br_netfilter would validate IPv4 headers and drop the malformed frames tested
+here), so nothing of it is reachable from the root namespace. TX and RX checksum offload are
+off on every veth end, so segments carry full checksums and receivers verify them
+(TcpInCsumErrors would count a wrong rewrite). XDP and sockets are set up in a namespace by
+switching the test thread's network namespace with setns(2) around the call: sockets and
+netlink sockets keep the namespace they were created in.
 """
 
 import contextlib
@@ -23,6 +27,8 @@ import threading
 import time
 
 import pytest
+
+from helpers import lab_built, write_lab_inventory
 
 try:
     import bcc  # noqa: F401
@@ -40,8 +46,8 @@ pytestmark = [
 
 NS = {"sen": "dp-sen", "hw": "dp-hw", "log": "dp-log"}
 BR_NS = "dp-br"
-IP = {"sen": "198.18.0.210", "hw": "198.18.0.211", "log": "198.18.0.212"}
-MAC = {"sen": "02:00:c6:12:00:d2", "hw": "02:00:c6:12:00:d3", "log": "02:00:c6:12:00:d4"}
+IP = {"sen": "198.18.0.2", "hw": "198.18.0.3", "log": "198.18.0.4"}
+MAC = {"sen": "02:00:c6:12:00:02", "hw": "02:00:c6:12:00:03", "log": "02:00:c6:12:00:04"}
 TOS, PORT = 0x68, 12345
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -79,42 +85,17 @@ def snmp(ns, proto="Tcp"):
     return dict(zip(lines[0][1:], map(int, lines[1][1:])))
 
 
-def _del_lab():
-    for ns in (*NS.values(), BR_NS):
-        sh("ip", "netns", "del", ns, check=False)
-
-
 @pytest.fixture(scope="module")
-def lab():
-    _del_lab()  # leftovers of a crashed run of this test (names are ours)
-    try:
-        sh("ip", "netns", "add", BR_NS)
-        sh("ip", "-n", BR_NS, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", BR_NS, "link", "set", "br0", "up")
-        # br_netfilter (if loaded) validates IPv4 headers of bridged frames and would drop the
-        # malformed ones before they reach the hardworker: the lab bridge must be a plain wire
-        for fam in ("iptables", "ip6tables", "arptables"):
-            nsx(BR_NS, "sysctl", "-qw", f"net.bridge.bridge-nf-call-{fam}=0", check=False)
+def lab(tmp_path_factory):
+    inv = write_lab_inventory(tmp_path_factory.mktemp("dp"), prefix="dp", base=0, name="dp",
+                              names=tuple(NS), dedicate=False)
+    assert {r: (inv.host(r).ip, inv.host(r).interface) for r in NS} == {r: (IP[r], "eth0") for r in NS}
+    with lab_built(inv, areas=("net",), bridge_netns=BR_NS):  # removes any XDP program left, too
         for role, ns in NS.items():
-            sh("ip", "netns", "add", ns)
-            nsx(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
-            port = f"{role}0"
-            sh("ip", "-n", BR_NS, "link", "add", port, "type", "veth", "peer", "name", "eth0",
-               "netns", ns)
-            sh("ip", "-n", BR_NS, "link", "set", port, "master", "br0", "up")
-            sh("ip", "-n", ns, "link", "set", "eth0", "address", MAC[role], "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "-n", ns, "addr", "add", f"{IP[role]}/24", "dev", "eth0")
-            nsx(ns, "ethtool", "-K", "eth0", "tx", "off", "rx", "off")
-            nsx(BR_NS, "ethtool", "-K", port, "tx", "off", "rx", "off")
+            assert nsx(ns, "cat", "/sys/class/net/eth0/address").stdout.strip() == MAC[role]
+            nsx(ns, "ethtool", "-K", "eth0", "rx", "off")  # (TX is off already: every lab does that)
+            nsx(BR_NS, "ethtool", "-K", f"dp-{role}", "rx", "off")
         yield
-    finally:
-        for ns in NS.values():
-            with contextlib.suppress(Exception):
-                with in_netns(ns):
-                    from roles import xdp
-                    xdp.detach_any("eth0")
-        _del_lab()
 
 
 @pytest.fixture

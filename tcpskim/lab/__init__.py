@@ -62,11 +62,13 @@ def _require_tools() -> None:
         raise LabError(f"the local lab needs these programs, missing: {', '.join(missing)}")
 
 
-def plan(inv: Inventory) -> Plan:
-    """What ``up`` would do now: the missing steps, what is in place, warnings (root, Linux)."""
+def plan(inv: Inventory, bridge_netns: str | None = None) -> Plan:
+    """What ``up`` would do now: the missing steps, what is in place, warnings (root, Linux).
+    ``bridge_netns``: build the bridge in that namespace (a plain wire for data-path tests,
+    unreachable from the control machine; see ``steps.Facts``)."""
     _require(inv)
     _require_tools()
-    return diff(inv, gather(inv))
+    return diff(inv, gather(inv, bridge_netns))
 
 
 def up(inv: Inventory, log=print, dry_run: bool = False) -> dict:
@@ -95,14 +97,15 @@ def up(inv: Inventory, log=print, dry_run: bool = False) -> dict:
     return {"created": rep.created, "found": rep.found, "warnings": rep.warnings, "state": state}
 
 
-def down(inv: Inventory, log=print) -> dict:
+def down(inv: Inventory, log=print, bridge_netns: str | None = None) -> dict:
     """Remove everything ``up`` made; works on any half-built lab and when nothing is left.
+    ``bridge_netns``: the one given to ``plan``, if any.
 
     Returns ``{"removed": [...], "warnings": [...]}``.
     """
     _require(inv)
     rep = Report(log)
-    _down(inv, rep)
+    _down(inv, rep, bridge_netns)
     log(f"lab {inv.name}: down, {len(rep.removed)} item(s) removed"
         + (f", {len(rep.warnings)} warning(s)" if rep.warnings else ""))
     return {"removed": rep.removed, "warnings": rep.warnings}

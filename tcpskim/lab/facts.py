@@ -13,8 +13,9 @@ from .names import host_dir, lab_key, lab_of, namespace, veth_name
 from .steps import Facts, HostFacts
 
 
-def gather(inv: Inventory) -> Facts:
-    lab = lab_of(inv)
+def gather(inv: Inventory, bridge_netns: str | None = None) -> Facts:
+    """The facts of ``inv``'s lab (``bridge_netns``: see ``steps.Facts``)."""
+    lab, b = lab_of(inv), bridge_netns
     d = Path(lab.state_dir)
     key = lab_key(inv)
     facts = Facts(
@@ -25,17 +26,19 @@ def gather(inv: Inventory) -> Facts:
         rps_supported=net.rps_supported(),
         source=state.source(inv),  # fails early if the control checkout is unusable
     )
-    facts.bridge = net.link(lab.bridge)
-    facts.bridge_addrs = tuple(net.addrs(lab.bridge)) if facts.bridge else ()
+    # (with a bridge namespace that does not exist, every `ip -n` read below finds nothing)
+    facts.bridge_netns, facts.bridge_netns_exists = b, bool(b) and net.ns_exists(b)
+    facts.bridge = net.link(lab.bridge, b)
+    facts.bridge_addrs = tuple(net.addrs(lab.bridge, b)) if facts.bridge else ()
     for h in inv.hosts:
-        facts.hosts[h.name] = _host(inv, h)
+        facts.hosts[h.name] = _host(inv, h, b)
     facts.known_hosts_current = state.known_hosts_current(inv)
     return facts
 
 
-def _host(inv: Inventory, h: Host) -> HostFacts:
+def _host(inv: Inventory, h: Host, b: str | None) -> HostFacts:
     ns, veth, d = namespace(inv, h), veth_name(inv, h), host_dir(inv, h)
-    hf = HostFacts(netns=net.ns_exists(ns), veth=net.link(veth))
+    hf = HostFacts(netns=net.ns_exists(ns), veth=net.link(veth, b))
     if hf.netns:
         hf.inner = net.link(h.interface, ns)
         hf.lo_up = net.is_up(net.link("lo", ns))
@@ -44,8 +47,8 @@ def _host(inv: Inventory, h: Host) -> HostFacts:
             hf.tx_off_inner = net.tx_off(h.interface, ns)
             hf.rps = net.rps_mask(h.interface, ns)
     if hf.veth is not None:
-        hf.tx_off_veth = net.tx_off(veth, None)
-        hf.port_rps = net.rps_mask(veth, None)
+        hf.tx_off_veth = net.tx_off(veth, b)
+        hf.port_rps = net.rps_mask(veth, b)
     key = d / "ssh_host_ed25519_key"
     hf.host_key = key.exists() and key.with_name(key.name + ".pub").exists()
     hf.custom_pub = state.custom_pub(inv, h)

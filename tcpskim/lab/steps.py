@@ -50,6 +50,11 @@ class Facts:
     bridge_addrs: tuple[str, ...] = ()
     rps_supported: bool = True
     known_hosts_current: bool = False
+    # The bridge and the root-side veths live in this namespace instead of the root one: a plain
+    # wire for data-path tests (the root namespace's bridge netfilter may validate and drop
+    # malformed IPv4 frames); the control machine then cannot reach the hosts.
+    bridge_netns: str | None = None
+    bridge_netns_exists: bool = False
     source: tuple[str, str | None, str | None] = ("", None, None)
     hosts: dict[str, HostFacts] = field(default_factory=dict)
 
@@ -97,7 +102,7 @@ def diff(inv: Inventory, facts: Facts) -> Plan:
     _bridge(inv, facts, plan)
     new = set()  # hosts whose veth pair is (re)made: nothing on it is in place yet
     for h in inv.hosts:
-        if _host_net(inv, h, facts.hosts.get(h.name, HostFacts()), plan):
+        if _host_net(inv, h, facts.hosts.get(h.name, HostFacts()), facts.bridge_netns, plan):
             new.add(h.name)
         _rps(inv, h, facts, h.name in new, plan)
     _bridge_rps(inv, facts, new, plan)
@@ -130,26 +135,31 @@ def _state(inv: Inventory, facts: Facts, plan: Plan) -> None:
 
 def _bridge(inv: Inventory, facts: Facts, plan: Plan) -> None:
     lab = lab_of(inv)
-    br, link = lab.bridge, facts.bridge
+    br, link, b = lab.bridge, facts.bridge, facts.bridge_netns
+    if b and not facts.bridge_netns_exists:
+        plan.add("net", None, f"namespace {b}", ip(None, "netns", "add", b))
     new = link is None
     if new:
         # A bridge without its own MAC takes the lowest port MAC and changes it as ports
         # join, leaving stale ARP entries for control_ip in the namespaces: pin one.
-        plan.add("net", None, f"bridge {br}", ip(None, "link", "add", "name", br, "type", "bridge"),
-                 ip(None, "link", "set", "dev", br, "address", derived_mac(lab.control_ip)), _no_ipv6(br))
+        plain = [Cmd(in_ns(b, "sysctl", "-q", "-w", f"net.bridge.bridge-nf-call-{f}=0"), check=False)
+                 for f in ("iptables", "ip6tables", "arptables")] if b else []
+        plan.add("net", None, f"bridge {br}", ip(b, "link", "add", "name", br, "type", "bridge"),
+                 ip(b, "link", "set", "dev", br, "address", derived_mac(lab.control_ip)), _no_ipv6(br, b), *plain)
     elif link.get("linkinfo", {}).get("info_kind") not in (None, "bridge"):
         raise LabError(f"{br} exists but is not a bridge: remove it or change lab.bridge")
     else:
         plan.found.append(f"bridge {br}")
     want = f"{lab.control_ip}/{prefixlen(inv)}"
     if new or want not in facts.bridge_addrs:
-        plan.add("net", None, f"address {want} on {br}", ip(None, "addr", "add", want, "dev", br))
+        plan.add("net", None, f"address {want} on {br}", ip(b, "addr", "add", want, "dev", br))
     if new or "UP" not in link.get("flags", []):
-        plan.add("net", None, f"{br} up", ip(None, "link", "set", "dev", br, "up"))
+        plan.add("net", None, f"{br} up", ip(b, "link", "set", "dev", br, "up"))
 
 
-def _host_net(inv: Inventory, host: Host, hf: HostFacts, plan: Plan) -> bool:
-    """Namespace, veth pair, MAC, bridge port, address, offload, links up; True if the pair is new."""
+def _host_net(inv: Inventory, host: Host, hf: HostFacts, b: str | None, plan: Plan) -> bool:
+    """Namespace, veth pair, MAC, bridge port, address, offload, links up; True if the pair is new.
+    ``b``: the bridge's namespace (None: the root namespace)."""
     br = lab_of(inv).bridge
     ns, veth, ifc, mac, n = namespace(inv, host), veth_name(inv, host), host.interface, host_mac(host), host.name
     if veth == br:
@@ -166,11 +176,11 @@ def _host_net(inv: Inventory, host: Host, hf: HostFacts, plan: Plan) -> bool:
     if new:
         # A half-made pair (or a renamed peer) starts over. The peer is created inside the
         # namespace with its final name and MAC: no temporary name in the root namespace.
-        stale = ([Cmd(ip(None, "link", "del", "dev", veth), check=False)] if hf.veth is not None else []) + \
+        stale = ([Cmd(ip(b, "link", "del", "dev", veth), check=False)] if hf.veth is not None else []) + \
                 ([Cmd(ip(ns, "link", "del", "dev", ifc), check=False)] if inner is not None else [])
         plan.add("net", n, f"veth {veth} <-> {ns}:{ifc}", *stale,
-                 ip(None, "link", "add", "name", veth, "type", "veth", "peer", "name", ifc, "address", mac,
-                    "netns", ns), _no_ipv6(veth))
+                 ip(b, "link", "add", "name", veth, "type", "veth", "peer", "name", ifc, "address", mac,
+                    "netns", ns), _no_ipv6(veth, b))
     else:
         plan.found.append(f"veth {veth} <-> {ns}:{ifc}")
     remac = not new and inner.get("address") != mac
@@ -178,21 +188,21 @@ def _host_net(inv: Inventory, host: Host, hf: HostFacts, plan: Plan) -> bool:
         plan.add("net", n, f"MAC {mac} on {ns}:{ifc}", ip(ns, "link", "set", "dev", ifc, "down"),
                  ip(ns, "link", "set", "dev", ifc, "address", mac))
     if new or hf.veth.get("master") != br:
-        plan.add("net", n, f"{veth} on bridge {br}", ip(None, "link", "set", "dev", veth, "master", br))
+        plan.add("net", n, f"{veth} on bridge {br}", ip(b, "link", "set", "dev", veth, "master", br))
     want = f"{host.ip}/{prefixlen(inv)}"
     if new or want not in hf.inner_addrs:
         plan.add("net", n, f"address {want} on {ns}:{ifc}", ip(ns, "addr", "add", want, "dev", ifc))
     # With TX checksum offload on, locally generated TCP on a veth carries only a partial
     # checksum (CHECKSUM_PARTIAL), so an XDP rewrite with a wrong checksum goes unnoticed;
     # turning it off also turns off TSO, so the sensor's stack segments to the MSS.
-    for dev, where, off in ((veth, None, hf.tx_off_veth), (ifc, ns, hf.tx_off_inner)):
+    for dev, where, off in ((veth, b, hf.tx_off_veth), (ifc, ns, hf.tx_off_inner)):
         what = f"tx offload off on {where + ':' if where else ''}{dev}"
         if new or not off:
             plan.add("net", n, what, in_ns(where, "ethtool", "-K", dev, "tx", "off"))
         else:
             plan.found.append(what)
     for dev, where, up in (("lo", ns, hf.netns and hf.lo_up), (ifc, ns, not new and not remac and _up(inner)),
-                           (veth, None, not new and _up(hf.veth))):
+                           (veth, b, not new and _up(hf.veth))):
         if not up:
             plan.add("net", n, f"{where + ':' if where else ''}{dev} up", ip(where, "link", "set", "dev", dev, "up"))
     return new
@@ -233,7 +243,7 @@ def _bridge_rps(inv: Inventory, facts: Facts, new: set[str], plan: Plan) -> None
         if h.name in new or hf.port_rps != parse_mask(mask):
             v = veth_name(inv, h)
             plan.add("net", h.name, f"rps_cpus {mask} on bridge port {v}",
-                     Cmd(("tee", RPS.format(v)), input=mask + "\n"))
+                     Cmd(in_ns(facts.bridge_netns, "tee", RPS.format(v)), input=mask + "\n"))
 
 
 def authorized_keys_text(lab_pub: str, custom_pub: str | None) -> str:

@@ -13,12 +13,14 @@ from .actions import Report
 from .names import lab_of, namespace, veth_name
 
 
-def down(inv: Inventory, rep: Report) -> None:
+def down(inv: Inventory, rep: Report, b: str | None = None) -> None:
+    """``b``: the namespace holding the bridge and the root-side veths (None: the root one)."""
     lab = lab_of(inv)
     old = state.read_state(inv)
     namespaces = list(dict.fromkeys([namespace(inv, h) for h in inv.hosts] + old.get("namespaces", [])))
     veths = list(dict.fromkeys([veth_name(inv, h) for h in inv.hosts] + old.get("veths", [])))
     inodes = {v["netns_inode"] for v in old.get("hosts", {}).values() if v.get("netns_inode")}
+    every_ns = namespaces + ([b] if b else [])
 
     # 1. XDP first, so nothing keeps swallowing traffic if a later step fails.
     for ns in namespaces:
@@ -27,7 +29,7 @@ def down(inv: Inventory, rep: Report) -> None:
                 if link.get("ifname") != "lo" and net.xdp_off(link["ifname"], ns):
                     rep.gone(f"XDP program on {ns}:{link['ifname']}")
     for v in veths:
-        if net.xdp_off(v, None):
+        if net.xdp_off(v, b):
             rep.gone(f"XDP program on {v}")
 
     # 2. Processes: every process in a lab namespace (sshd, sessions, roles), lab sshds.
@@ -37,23 +39,23 @@ def down(inv: Inventory, rep: Report) -> None:
 
     # 3. Links and namespaces (deleting either veth end deletes the pair).
     for v in veths:
-        if net.link(v) is not None:
-            net.run(["ip", "link", "del", "dev", v], check=False)
+        if net.link(v, b) is not None:
+            net.run(net.ip(b, "link", "del", "dev", v), check=False)
             rep.gone(f"veth {v}")
-    for ns in namespaces:
+    if net.link(lab.bridge, b) is not None:
+        net.run(net.ip(b, "link", "del", "dev", lab.bridge), check=False)
+        rep.gone(f"bridge {lab.bridge}")
+    for ns in every_ns:
         if net.ns_exists(ns):
             r = net.run(["ip", "netns", "del", ns], check=False)
             if r.returncode != 0:
                 rep.warn(f"ip netns del {ns}: {r.stderr.strip()}")
             else:
                 rep.gone(f"namespace {ns}")
-    if net.link(lab.bridge) is not None:
-        net.run(["ip", "link", "del", "dev", lab.bridge], check=False)
-        rep.gone(f"bridge {lab.bridge}")
 
-    _unmount(namespaces, lab.state_dir, rep)
+    _unmount(every_ns, lab.state_dir, rep)
     _files(inv, rep)
-    leftover = [ns for ns in namespaces if net.ns_exists(ns)] + [v for v in veths if net.link(v) is not None]
+    leftover = [ns for ns in every_ns if net.ns_exists(ns)] + [v for v in veths if net.link(v, b) is not None]
     if leftover:
         rep.warn(f"still present: {', '.join(leftover)}")
 
