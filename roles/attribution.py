@@ -1,0 +1,299 @@
+"""Where the measured CPUs' time goes: kernel tracepoints through bcc (bpf/attribution.c).
+
+    tr = Tracer(cpus=[1], pids=[os.getpid()], prog_stats=skim.prog_stats)  # compiles: seconds
+    ...                      # before "ready"
+    tr.open()                # window start (no thread, no polling during the window)
+    ...
+    tr.close()               # window end
+    res = tr.result(marks)   # read the maps and the busy periods, after the window
+
+Per measured CPU the BPF side follows what runs (task at depth 0; cpuidle state, softirqs
+and hard interrupts nested on it) and charges the time between two events to the innermost
+one, so nested intervals are subtracted from their parent: the parts (the role, other tasks
+by comm, softirqs by vector, device IRQs, x86 system vectors / arm IPIs, idle) add up to the
+window. The rest that no tracepoint sees (interrupt entry/exit code, traps of a nested VM)
+is ``unattributed``: busy time from the kernel's precise idle accounting minus the traced
+busy parts. Also counted: role wake-ups, context switches, NAPI polls, IPIs sent by target
+and received. The XDP program's time (run_time_ns) is a part of NET_RX.
+
+Busy periods (leaving idle until idling again) are written to a ring buffer without
+wake-ups and read after the window; they give the CPU-over-time series (ns resolution, any
+bin) and robust per-record figures (``roles.attribution_stats``).
+
+tracefs must be mounted for bcc's tracepoints; ``ensure_tracefs()`` mounts it and says so.
+Groups missing on a kernel (x86's irq_vectors on arm64, ipi_send_* before 6.6) are left out
+and listed in ``missing``.
+"""
+
+import ctypes
+import logging
+import os
+import re
+import time
+
+log = logging.getLogger("tcpskim.attribution")
+
+TRACEFS = "/sys/kernel/tracing"
+KINDS = ("unknown", "idle", "role", "task", "cstate", "softirq", "irq", "vector", "ipi")
+CLASSES = ("role", "task", "softirq_net", "softirq", "hardirq", "idle", "unknown")
+COUNTERS = ("wakeups", "switch_in", "switch_out_preempt", "switch_out_sleep", "napi", "napi_work",
+            "ipi_sent", "ipi_recv", "mismatch", "depth", "rb_full", "switch")
+NSOFT, NVEC, NIRQ = 10, 16, 512  # slot layout of attribution.c
+S_SOFT, S_VEC = 5, 15
+S_IRQ = S_VEC + NVEC
+NSLOT = S_IRQ + NIRQ + 1
+SOFTIRQS = ("HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED",
+            "HRTIMER", "RCU")
+VECTORS = ("local_timer", "call_function", "call_function_single", "reschedule", "irq_work",
+           "x86_platform_ipi", "thermal_apic", "error_apic", "spurious_apic")
+# (tracefs event that must exist, -D flag); sched and irq are required.
+OPTIONAL = [("power/cpu_idle", "HAVE_CPU_IDLE"), ("napi/napi_poll", "HAVE_NAPI"),
+            ("ipi/ipi_send_cpu", "HAVE_IPI_SEND"), ("ipi/ipi_entry", "HAVE_IPI_ENTRY"),
+            ("ipi/ipi_raise", "HAVE_IPI_RAISE")] + \
+           [(f"irq_vectors/{v}_entry", f"HAVE_VEC_{v}") for v in VECTORS]
+REQUIRED = ("sched/sched_switch", "sched/sched_wakeup", "irq/softirq_entry", "irq/softirq_exit",
+            "irq/irq_handler_entry", "irq/irq_handler_exit")
+USER_HZ = os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------- host checks
+
+def tracefs_mounted() -> bool:
+    return os.path.isdir(os.path.join(TRACEFS, "events"))
+
+
+def ensure_tracefs() -> bool:
+    """Mount tracefs if missing (bcc's tracepoints need it). True if this call mounted it."""
+    if tracefs_mounted():
+        return False
+    import subprocess
+
+    r = subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS], capture_output=True, text=True)
+    if r.returncode != 0 or not tracefs_mounted():
+        raise RuntimeError(f"tracefs is not mounted at {TRACEFS} and mounting it failed: "
+                           f"{(r.stderr or r.stdout).strip() or 'no events directory'}")
+    log.warning("mounted tracefs at %s (bcc's tracepoints need it)", TRACEFS)
+    return True
+
+
+def check() -> dict:
+    """For doctor: tracefs state and which tracepoint groups exist (without mounting)."""
+    if not tracefs_mounted():
+        return {"tracefs": "not mounted", "missing": None}
+    have = lambda e: os.path.isdir(os.path.join(TRACEFS, "events", e))  # noqa: E731
+    missing = [e for e in REQUIRED if not have(e)]
+    missing += [e for e, _ in OPTIONAL if not have(e)]
+    return {"tracefs": "mounted", "missing": missing,
+            "required_ok": all(have(e) for e in REQUIRED)}
+
+
+def _probe_groups():
+    """(-D flags, missing events) for this kernel."""
+    have = lambda e: os.path.isdir(os.path.join(TRACEFS, "events", e))  # noqa: E731
+    lost = [e for e in REQUIRED if not have(e)]
+    if lost:
+        raise RuntimeError(f"required tracepoints missing: {', '.join(lost)}")
+    flags, missing = [], []
+    for event, flag in OPTIONAL:
+        (flags.append(f"-D{flag}") if have(event) else missing.append(event))
+    return flags, missing
+
+
+# ---------------------------------------------------------------------------- /proc readings
+
+def _timer_list_idle_ns(cpu):
+    """idle + iowait ns of ``cpu`` from /proc/timer_list (exact while ``cpu`` is awake)."""
+    with open("/proc/timer_list") as f:
+        text = f.read()
+    cur, vals = None, {}
+    for line in text.splitlines():
+        if line.startswith("cpu: "):
+            cur = int(line[5:])
+        elif cur == cpu:
+            key, _, val = line.strip().partition(":")
+            if key.strip() in (".idle_sleeptime", ".iowait_sleeptime", ".idle_active"):
+                vals[key.strip()] = int(val.split()[0])
+    # 6.18 no longer prints .idle_active; running on ``cpu`` proves no idle period is open
+    if ".idle_sleeptime" not in vals or ".iowait_sleeptime" not in vals or vals.get(".idle_active"):
+        return None
+    return vals[".idle_sleeptime"] + vals[".iowait_sleeptime"]
+
+
+def precise_idle_ns(cpus):
+    """{cpu: idle+iowait ns}: from /proc/timer_list read on each CPU in turn (this thread is
+    moved there, which proves it awake, then moved back), else /proc/stat (10 ms ticks)."""
+    out, old = {}, os.sched_getaffinity(0)
+    try:
+        for c in cpus:
+            try:
+                os.sched_setaffinity(0, {c})
+                v = _timer_list_idle_ns(c)
+            except OSError:
+                v = None
+            if v is not None:
+                out[c] = v
+    finally:
+        os.sched_setaffinity(0, old)
+    if len(out) < len(cpus):
+        with open("/proc/stat") as f:
+            for line in f:
+                p = line.split()
+                if p and p[0].startswith("cpu") and p[0][3:].isdigit() and int(p[0][3:]) in cpus:
+                    out.setdefault(int(p[0][3:]), (int(p[4]) + int(p[5])) * 10**9 // USER_HZ)
+    return out
+
+
+def steal_ns(cpus):
+    """{cpu: steal ns} from /proc/stat (10 ms units): time the hypervisor ran something else.
+
+    Task runtimes (schedstat, thread_time) leave it out; the tracer's clock does not, so it
+    is inside whatever component was running."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            p = line.split()
+            if p and p[0].startswith("cpu") and p[0][3:].isdigit() and int(p[0][3:]) in cpus:
+                out[int(p[0][3:])] = int(p[8]) * 10**9 // USER_HZ if len(p) > 8 else 0
+    return out
+
+
+def proc_cpu(pids):
+    """{"sched_ns", "utime_ticks", "stime_ticks"} summed over the processes ``pids``."""
+    out = {"sched_ns": 0, "utime_ticks": 0, "stime_ticks": 0}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                out["sched_ns"] += int(f.read().split()[0])
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out["utime_ticks"] += int(fields[11])
+            out["stime_ticks"] += int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def irq_names():
+    """{irq number: name} from /proc/interrupts."""
+    out = {}
+    try:
+        with open("/proc/interrupts") as f:
+            next(f)
+            for line in f:
+                head, _, rest = line.partition(":")
+                if head.strip().isdigit():
+                    out[int(head)] = rest.split()[-1] if rest.split() else head.strip()
+    except OSError:
+        pass
+    return out
+
+
+def comm_group(comm):
+    """kworker/1:2H -> kworker, ksoftirqd/1 -> ksoftirqd, kdamond.0 -> kdamond."""
+    return re.split(r"[/.:]", comm, 1)[0] or comm
+
+
+# ---------------------------------------------------------------------------- the tracer
+
+class Tracer:
+    """The attached tracepoint programs for ``cpus``; ``pids`` are the role's processes."""
+
+    def __init__(self, cpus, pids=(), prog_stats=None, ringbuf_bytes=8 << 20, cpu_idle=True):
+        from bcc import BPF  # host half only
+
+        self.cpus = sorted(set(int(c) for c in cpus))
+        if not self.cpus or self.cpus[-1] >= 64:
+            raise ValueError(f"cpus: need 1..64 CPU numbers below 64, got {cpus!r}")
+        if ringbuf_bytes < 4096 or ringbuf_bytes & (ringbuf_bytes - 1):
+            raise ValueError(f"ringbuf_bytes: must be a power of two >= 4096, got {ringbuf_bytes!r}")
+        self.pids, self.prog_stats = list(pids), prog_stats
+        self.mounted_tracefs = ensure_tracefs()
+        flags, self.missing = _probe_groups()
+        if not cpu_idle:  # two events fewer per idle period; idle loop and idle not split
+            flags = [f for f in flags if f != "-DHAVE_CPU_IDLE"]
+        mask = sum(1 << c for c in self.cpus)
+        nr = os.sysconf("SC_NPROCESSORS_CONF")
+        flags += [f"-DATTR_CPU_MASK={mask}ULL", f"-DATTR_NR_CPUS={min(64, max(nr, self.cpus[-1] + 1))}",
+                  f"-DATTR_RB_PAGES={ringbuf_bytes // 4096}"]
+        self.rb_bytes = ringbuf_bytes
+        src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "bpf", "attribution.c")
+        t0 = time.process_time()
+        self.bpf = BPF(src_file=src.encode(), cflags=flags)  # attaches every TRACEPOINT_PROBE
+        self.setup_cpu_s = time.process_time() - t0
+        self.t_open = self.t_close = None
+        self.edges, self.base = [], None
+        self.add_pids([])
+
+    def add_pids(self, pids):
+        """Count every thread of these processes (up to 4) as the role."""
+        for pid in pids:
+            if pid not in self.pids:
+                self.pids.append(pid)
+        if len(self.pids) > 4:
+            raise ValueError(f"pids: at most 4 role processes, got {self.pids!r}")
+        self._set_ctl()
+
+    def _set_ctl(self):
+        ctl = self.bpf[b"ctl"]
+        leaf = ctl.Leaf()
+        leaf.t_open, leaf.t_close = self.t_open or 0, self.t_close or 0
+        for i, pid in enumerate(self.pids[:4]):
+            leaf.tgid[i] = pid
+        ctl[ctypes.c_int(0)] = leaf
+
+    def _edge(self):
+        e = {"idle_ns": precise_idle_ns(self.cpus), "steal_ns": steal_ns(self.cpus),
+             "proc": proc_cpu(self.pids),
+             "mono_ns": time.monotonic_ns(), "wall": time.time()}
+        if self.prog_stats is not None:
+            try:
+                e["prog"] = dict(self.prog_stats())
+            except Exception as exc:  # noqa: BLE001 - the XDP figure is optional
+                log.warning("prog_stats: %s", exc)
+        return e
+
+    def set_pids(self, pids):
+        """The role's processes, replacing the previous ones (between windows)."""
+        self.pids = []
+        self.bpf[b"role_task"].clear()  # relearnt when the new role's threads switch out
+        self.add_pids(pids)
+
+    def open(self):
+        """Open the window now (nothing of the tracer runs until an event happens).
+
+        The maps keep what earlier windows counted: it is taken as the base and subtracted."""
+        from roles import attribution_read
+        self.t_open = self.t_close = None
+        self._set_ctl()
+        self.base = attribution_read.base(self)
+        self.edges = [self._edge()]
+        self.t_open = time.monotonic_ns()
+        self._set_ctl()
+
+    def close(self):
+        self.t_close = time.monotonic_ns()
+        self._set_ctl()
+        self.edges.append(self._edge())
+
+    def raw(self):
+        """The maps as plain Python data (after close)."""
+        from roles import attribution_read
+        return attribution_read.read(self)
+
+    def result(self, marks=None, bin_s=0.01, records=None, ns_per_event=None):
+        """The window's attribution (see roles.attribution_stats.summarize)."""
+        from roles import attribution_stats
+        return attribution_stats.summarize(self.raw(), marks=marks, bin_s=bin_s, records=records,
+                                           ns_per_event=ns_per_event)
+
+    def cleanup(self):
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.cleanup()

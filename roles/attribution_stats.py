@@ -1,0 +1,214 @@
+"""The figures of one attribution window, from the data ``roles.attribution_read`` returns.
+
+Pure Python (no bcc), so it is unit-tested on synthetic data.
+
+* ``components``: exclusive seconds per part, summed over the measured CPUs; their sum is
+  the window (minus the time before a CPU's first event, "unknown").
+* ``unattributed_s``: busy time by the kernel's precise idle accounting minus the traced busy
+  parts: interrupt entry/exit code and VM traps that no tracepoint brackets.
+* ``periods``: busy periods grouped with the records they served (``marks``: the role's
+  (monotonic ns, records) of each handling), per-record median and 10 % trimmed mean with
+  95 % CIs; other tasks (kworkers, kdamond, sshd...) are not charged to records.
+* ``series``: busy ns per bin from the periods (exact: a period has no idle inside).
+"""
+
+import bisect
+import math
+
+from roles.attribution import CLASSES, KINDS, SOFTIRQS, VECTORS, comm_group
+
+PUSH_POP = ("softirq", "irq", "vector", "ipi", "cstate")  # two events per interval
+
+
+def _name(raw, kind, ident):
+    k = KINDS[kind] if kind < len(KINDS) else "unknown"
+    if k == "role":
+        return "role"
+    if k == "task":
+        return "task " + comm_group(raw["comms"].get(ident, "(not seen leaving)"))
+    if k == "softirq":
+        return "softirq " + (SOFTIRQS[ident] if ident < len(SOFTIRQS) else str(ident))
+    if k == "irq":
+        return f"irq {raw['irq_names'].get(ident, ident)}"
+    if k == "vector":
+        return "ipi/vector " + (VECTORS[ident] if ident < len(VECTORS) else str(ident))
+    if k == "ipi":
+        return f"ipi {ident:#x}"
+    if k == "cstate":
+        return "idle"  # in a cpuidle state
+    if k == "idle":
+        return "idle loop" if any(KINDS[kk] == "cstate" for (_, kk, _) in raw["acc"]) else "idle"
+    return "unknown"
+
+
+def _edge_diff(raw):
+    e = raw["edges"]
+    if len(e) < 2:
+        return {}
+    a, b = e[0], e[1]
+    out = {"proc_idle_s": sum(b["idle_ns"].get(c, 0) - a["idle_ns"].get(c, 0) for c in raw["cpus"]) / 1e9,
+           "steal_s": sum(b.get("steal_ns", {}).get(c, 0) - a.get("steal_ns", {}).get(c, 0)
+                          for c in raw["cpus"]) / 1e9,
+           "role_sched_s": (b["proc"]["sched_ns"] - a["proc"]["sched_ns"]) / 1e9,
+           "role_utime_ticks": b["proc"]["utime_ticks"] - a["proc"]["utime_ticks"],
+           "role_stime_ticks": b["proc"]["stime_ticks"] - a["proc"]["stime_ticks"]}
+    if "prog" in a and "prog" in b and "run_time_ns" in a["prog"]:
+        out["xdp_s"] = (b["prog"]["run_time_ns"] - a["prog"]["run_time_ns"]) / 1e9
+        out["xdp_runs"] = b["prog"]["run_cnt"] - a["prog"]["run_cnt"]
+    return out
+
+
+def components(raw):
+    """({name: seconds}, {name: intervals}, events on the measured CPUs)."""
+    secs, counts, events = {}, {}, 0
+    for (cpu, kind, ident), (ns, n) in raw["acc"].items():
+        name = _name(raw, kind, ident)
+        secs[name] = secs.get(name, 0.0) + ns / 1e9
+        counts[name] = counts.get(name, 0) + n
+        events += n * (2 if KINDS[kind] in PUSH_POP else 1)
+    return secs, counts, events
+
+
+def _counters(raw):
+    """Totals, and by peer: IPIs sent (by target CPU and callback) and received."""
+    out = {"ipi_sent_to": {}, "ipi_sent_fn": {}, "ipi_recv_from": {}, "ipi_recv_fn": {},
+           "wakeups_by_cpu": {}}
+    for (cpu, name, ident), v in raw["counters"].items():
+        if name in ("ipi_sent_to", "ipi_recv_from"):
+            out[name][f"cpu{ident}"] = out[name].get(f"cpu{ident}", 0) + v
+        elif name in ("ipi_sent_fn", "ipi_recv_fn"):
+            fn = raw["fn_names"].get(ident, hex(ident))
+            out[name][fn] = out[name].get(fn, 0) + v
+        else:
+            if name == "wakeups":
+                out["wakeups_by_cpu"][f"cpu{cpu}"] = v
+            elif cpu not in raw["cpus"]:
+                continue
+            out[name] = out.get(name, 0) + v
+    return out
+
+
+def summarize(raw, marks=None, bin_s=0.01, records=None, ns_per_event=None):
+    """The window's attribution as a JSON-ready dict (seconds, counts; per record if given)."""
+    elapsed = (raw["t_close"] - raw["t_open"]) / 1e9 * len(raw["cpus"])
+    secs, counts, events = components(raw)
+    ed = _edge_diff(raw)
+    cnt = _counters(raw)
+    events += cnt.get("napi", 0) + cnt.get("ipi_sent", 0)
+    events += sum(v for k, v in cnt["wakeups_by_cpu"].items() if int(k[3:]) in raw["cpus"])
+    if "xdp_s" in ed and "softirq NET_RX" in secs:  # the XDP program runs inside NET_RX
+        secs["softirq NET_RX"] -= ed["xdp_s"]
+        secs["xdp program"] = ed["xdp_s"]
+        counts["xdp program"] = ed["xdp_runs"]
+    idle = sum(v for k, v in secs.items() if k in ("idle", "idle loop"))
+    traced_busy = sum(secs.values()) - idle - secs.get("unknown", 0.0)
+    out = {"cpus": raw["cpus"], "elapsed_s": elapsed, "components_s": dict(sorted(secs.items())),
+           "intervals": dict(sorted(counts.items())), "counters": cnt, "traced_busy_s": traced_busy,
+           "traced_idle_s": idle, "sum_s": sum(secs.values()), "events": events,
+           "missing": raw["missing"], "mounted_tracefs": raw["mounted_tracefs"],
+           "setup_cpu_s": raw.get("setup_cpu_s")}
+    out.update(ed)
+    if "proc_idle_s" in ed:
+        out["proc_busy_s"] = elapsed - ed["proc_idle_s"]
+        out["unattributed_s"] = out["proc_busy_s"] - traced_busy
+    out["periods"] = period_stats(raw["periods"], marks)
+    out["series"] = series(raw["periods"], raw["t_open"], raw["t_close"], bin_s)
+    if ns_per_event is not None:  # the tracer's own cost: events x measured cost per event
+        cost = events * ns_per_event / 1e9
+        out["cost"] = {"events": events, "ns_per_event": ns_per_event, "cost_s": cost,
+                       "share_of_busy": cost / out["proc_busy_s"] if out.get("proc_busy_s") else None}
+    if records:
+        out["per_record_us"] = {k: v / records * 1e6 for k, v in out["components_s"].items()}
+    return out
+
+
+# ---------------------------------------------------------------------------- busy periods
+
+def series(periods, t_open, t_close, bin_s=0.01):
+    """{"bin_s", "t0_ns", "busy_ns": [per bin, all measured CPUs]} from the busy periods."""
+    bin_ns = int(bin_s * 1e9)
+    nbins = max(1, math.ceil((t_close - t_open) / bin_ns))
+    busy = [0] * nbins
+    for p in periods:
+        a, b = max(p["start"], t_open), min(p["end"], t_close)
+        while a < b:
+            i = (a - t_open) // bin_ns
+            edge = min(b, t_open + (i + 1) * bin_ns)
+            busy[min(i, nbins - 1)] += edge - a
+            a = edge
+    return {"bin_s": bin_s, "t0_ns": t_open, "busy_ns": busy}
+
+
+def _cost(p):
+    """What a period cost the records: all its busy time but other tasks'."""
+    return sum(v for k, v in p["ns"].items() if k not in ("task", "idle", "unknown"))
+
+
+def groups(periods, marks):
+    """Per-record samples [(cost ns, records)]: each period that handled records, with the
+    record-less periods since the previous one (their arrivals, in softirq), is one group.
+    Without marks every period is its own group with one "record"."""
+    if not marks:
+        return [(_cost(p), 1) for p in periods if _cost(p) > 0]
+    starts = [p["start"] for p in periods]
+    n = [0] * len(periods)
+    for m in marks:
+        t, k = (m, 1) if isinstance(m, int) else (int(m[0]), int(m[1]))
+        i = bisect.bisect_right(starts, t) - 1
+        if i >= 0:
+            n[i] += k
+    out, acc = [], 0
+    for p, k in zip(periods, n):
+        acc += _cost(p)
+        if k:
+            out.append((acc, k))
+            acc = 0
+    return out
+
+
+def trimmed_ci(xs, trim=0.1, level=0.95):
+    """(trimmed mean, lo, hi): Tukey-McLaughlin CI from the winsorized variance."""
+    from tcpskim.stats import t_quantile  # stdlib-only module of the control half
+    xs = sorted(xs)
+    n = len(xs)
+    if n == 0:
+        return (None, None, None)
+    g = int(math.floor(trim * n))
+    core = xs[g:n - g]
+    tm = math.fsum(core) / len(core)
+    if n - 2 * g < 2:
+        return (tm, None, None)
+    w = [min(max(x, xs[g]), xs[n - g - 1]) for x in xs]
+    mw = math.fsum(w) / n
+    sw = math.sqrt(math.fsum((x - mw) ** 2 for x in w) / (n - 1))
+    half = t_quantile(level, n - 2 * g - 1) * sw / ((1 - 2 * trim) * math.sqrt(n))
+    return (tm, tm - half, tm + half)
+
+
+def median_ci(xs, z=1.96):
+    """(median, lo, hi): distribution-free CI from order statistics (normal approx.)."""
+    xs = sorted(xs)
+    n = len(xs)
+    if n == 0:
+        return (None, None, None)
+    med = xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+    lo = int(math.floor(n / 2 - z * math.sqrt(n) / 2))
+    hi = int(math.ceil(n / 2 + z * math.sqrt(n) / 2))
+    if lo < 0 or hi >= n:
+        return (med, None, None)
+    return (med, xs[lo], xs[hi])
+
+
+def period_stats(periods, marks=None):
+    gs = groups(periods, marks)
+    per = [c / k / 1e3 for c, k in gs]  # µs per record
+    med = median_ci(per)
+    tm = trimmed_ci(per)
+    cost = sum(c for c, _ in gs)
+    recs = sum(k for _, k in gs)
+    return {"n": len(periods), "busy_s": sum(p["end"] - p["start"] for p in periods) / 1e9,
+            "groups": len(gs), "records": recs if marks else None,
+            "unit": "record" if marks else "period",
+            "total_us_per_unit": cost / recs / 1e3 if recs else None,
+            "median_us": med[0], "median_ci_us": [med[1], med[2]],
+            "trimmed_mean_us": tm[0], "trimmed_ci_us": [tm[1], tm[2]]}
