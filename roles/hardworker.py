@@ -10,28 +10,30 @@ three modes:
   record cutting and decision step.
 * idle: no traffic path; only the measurement runs (the idle baseline).
 
-Both traffic modes offer the same delivery policy: ``per-record`` (wake on every arrival)
+Both traffic modes offer the same wake-up policy: ``per-record`` (wake on every arrival)
 or ``batch`` (sleep interval_ms, then drain everything that queued up in between).
 
-Measurement (see DESIGN.md): after go.json a sampler thread snapshots, at the window edges [start_at + warmup_s, + duration_s], the CPU set's busy time
-(elapsed - (idle + iowait) per CPU), the process CPU, context switches, BPF prog stats and the
+Each mode is a transport (``roles.transport``: set up -> step -> close); ``run()`` owns the
+sequence ready -> wait for go -> measure -> loop -> summary, and the ``Decider`` is the sink
+every transport feeds (records -> decision step -> DeliveryCounter).
+
+Measurement (see DESIGN.md): after go.json a sampler thread snapshots, at the window edges
+[start_at + warmup_s, + duration_s], the CPU set's busy time (elapsed - (idle + iowait) per CPU), the process CPU, context switches, BPF prog stats and the
 delivered count, and writes hardworker-<i>.samples.csv every 100 ms.
 """
 
-import contextlib
 import csv
 import logging
 import os
 import resource
-import selectors
-import socket
 import sys
 import threading
 import time
 import zlib
 
 from roles import runtime
-from roles.record import Record, RecordStream, DeliveryCounter
+from roles.record import DeliveryCounter, Record
+from roles.transport import Stream, Ticker, consume_batch, transport_for  # noqa: F401 - re-exported
 
 log = logging.getLogger("tcpskim.hardworker")
 
@@ -192,21 +194,6 @@ def wake_cost_us(cycles=200, sleep_s=0.001) -> float:
 
 # ---------------------------------------------------------------------------- decision path
 
-class Stream:
-    """One sensor stream: its record cutter and what arrived on it."""
-
-    def __init__(self, key):
-        self.key = key
-        self.records = RecordStream()
-        self.sensor_ids = set()
-        self.finished = False
-
-    def info(self):
-        return {"key": f"{self.key[0]}:{self.key[1]}", "bytes": self.records.bytes_in,
-                "records": self.records.records, "bad": self.records.bad,
-                "sensor_ids": sorted(self.sensor_ids), "finished": self.finished}
-
-
 class Decider:
     """Records -> decision step -> DeliveryCounter; per-record latency inside the window."""
 
@@ -248,271 +235,75 @@ class Decider:
             self.digest = h
 
 
-# ---------------------------------------------------------------------------- traffic modes
-
-class Ticker:
-    """Deadline-based batch ticks (no drift, no catch-up burst when late).
-
-    Sleeps with time.sleep, not stop.wait: an Event wait with a timeout is a futex wait
-    under a lock, ~40 µs more CPU per wake-up in a VM than a plain nanosleep, and both modes
-    pay it every tick. ``stop`` is checked at least every STOP_CHECK_S."""
-
-    STOP_CHECK_S = 0.1
-
-    def __init__(self, interval_s):
-        self.interval, self.next = interval_s, time.monotonic() + interval_s
-
-    def sleep(self, stop) -> None:
-        while not stop.is_set():
-            left = self.next - time.monotonic()
-            if left <= 0:
-                break
-            time.sleep(min(left, self.STOP_CHECK_S))
-        self.next += self.interval
-        if self.next < time.monotonic():
-            self.next = time.monotonic() + self.interval
-
-
-def run_tcp(role, decider, streams, done, go):
-    cfg, stop = role.cfg, role.stop
-    me = cfg["hosts"]["hardworker"]
-    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind((me["ip"], cfg["port"]))
-    lsock.listen(64)
-    lsock.setblocking(False)
-    sel = selectors.DefaultSelector()  # epoll
-    sel.register(lsock, selectors.EVENT_READ, None)
-    conns = {}
-
-    def accept_all():
-        while True:
-            try:
-                sock, peer = lsock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            sock.setblocking(False)
-            st = streams[peer] = Stream(peer)
-            conns[sock] = st
-            sel.register(sock, selectors.EVENT_READ, st)
-            log.info("accepted %s:%d", *peer)
-
-    def read(sock, st, drain):
-        while True:
-            try:
-                data = sock.recv(1 << 16)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("%s: %s", st.info()["key"], exc)
-                data = b""
-            decider.feed(st, data, time.time_ns(), eof=not data)
-            if not data:
-                sel.unregister(sock)
-                sock.close()
-                del conns[sock]
-                st.finished = True
-                log.info("%s closed: %s", st.info()["key"], st.info())
-                return
-            if not drain:
-                return
-
-    try:
-        role.ready(listen=f"{me['ip']}:{cfg['port']}")
-        go()
-        wk = cfg["wakeup"]
-        if wk["policy"] == "per-record":
-            # One recv per readable event: a wake-up for every arrival (default SO_RCVLOWAT).
-            while not stop.is_set() and not done():
-                for key, _ in sel.select(timeout=0.1):
-                    if key.data is None:
-                        accept_all()
-                    else:
-                        read(key.fileobj, key.data, drain=False)
-        else:
-            # Sleep between drains so the kernel queues records in between, like the XDP batch.
-            tick = Ticker(wk["interval_ms"] / 1000)
-            while not stop.is_set() and not done():
-                tick.sleep(stop)
-                accept_all()
-                for sock, st in list(conns.items()):
-                    read(sock, st, drain=True)
-    finally:
-        for sock in conns:
-            sock.close()
-        lsock.close()
-        sel.close()
-
-
-def consume_batch(batch, streams: dict, reasm, decider: Decider, now: int) -> None:
-    """One drained ring batch [(key, seq, flags, payload)] -> reassembly -> records -> decide.
-
-    ``streams`` maps (addr, port) to the current connection's Stream (an earlier connection
-    from the same address and port is kept under (addr, port, "#n"))."""
-    got = {}  # stream -> in-order pieces: cut records once per stream and batch
-    ended = set()
-    for key, seq, flags, payload in batch:
-        st = streams.get(key)
-        if st is None:
-            st = streams[key] = Stream(key)
-            log.info("new stream %s:%d", *key)
-        before = reasm.streams.get(key)
-        data = reasm.feed(key, seq, flags, payload)
-        if before is not None and reasm.streams[key] is not before:
-            # A new connection from the same address and port (a new ISN): the
-            # old one ends here (its unfinished tail is reported), the new one
-            # gets its own record cutter. The old one stays in the summary.
-            streams[(*key, f"#{before.restarts}")] = st
-            if not st.finished:
-                st.finished = True
-                ended.add(st)
-                got.setdefault(st, [])
-            st = streams[key] = Stream(key)
-            log.info("stream %s:%d restarted", *key)
-        if data:
-            got.setdefault(st, []).append(data)
-        # Ended = everything up to the FIN delivered (or RST); a hole filled
-        # after the FIN arrived ends it too, so check after every segment.
-        if not st.finished and reasm.streams[key].ended:
-            st.finished = True
-            ended.add(st)
-            got.setdefault(st, [])
-    for st, parts in got.items():
-        decider.feed(st, b"".join(parts), now, eof=st in ended)
-        if st in ended:
-            log.info("stream %s:%d ended: %s", *st.key, st.info())
-
-
-def run_xdp(role, decider, streams, done, go):
-    from roles.reassembly import Reassembler
-    from roles.skim import HardworkerSkim
-    from roles.xdp import bpf_stats_enabled, receive_offloads_off
-
-    cfg, stop = role.cfg, role.stop
-    hosts, wk = cfg["hosts"], cfg["wakeup"]
-    t0 = time.process_time()
-    skim = HardworkerSkim(interface=cfg["interface"], hw_ip=hosts["hardworker"]["ip"],
-                          hw_mac=hosts["hardworker"]["mac"], logger_ip=hosts["logger"]["ip"],
-                          logger_mac=hosts["logger"]["mac"], tos=cfg["tos"], port=cfg["port"],
-                          capture_bytes=cfg["capture_bytes"], ringbuf_bytes=cfg["ringbuf_bytes"],
-                          wakeup="batch" if wk["policy"] == "batch" else "per-record",
-                          xdp_mode=cfg["xdp_mode"])
-    role.summary["setup_cpu_s"] = time.process_time() - t0  # compiling: outside the window
-    reasm = Reassembler()
-    delay_s = cfg["consumer_delay_us"] / 1e6
-    # Every FIN seen proves the hardworker captured everything, not that the logger got it:
-    # a segment lost on the way to the logger comes back as the sensor's retransmission, and
-    # without the program this host's kernel would answer it with an RST. So stay attached
-    # until SIGTERM (the control side sends it once the sensors saw their connections close)
-    # or for the sensors' whole close wait (close_timeout_s) plus a margin.
-    linger_s = cfg["close_timeout_s"] + 5.0
-    done_at = None
-
-    def finished() -> bool:
-        nonlocal done_at
-        if not done():
-            return False
-        done_at = done_at or time.monotonic()
-        return time.monotonic() - done_at > linger_s
-
-    restore = contextlib.ExitStack()  # interface settings changed for the xdp path
-    try:
-        if stop.is_set():  # SIGTERM while compiling: never attach
-            raise runtime.Stopped("stopped before attaching XDP")
-        role.summary["offloads_turned_off"] = restore.enter_context(receive_offloads_off(cfg["interface"]))
-        skim.attach()
-        log.info("HardworkerSkim attached on %s (%s)", cfg["interface"], cfg["xdp_mode"])
-        role.ready()
-        with bpf_stats_enabled():
-            go(skim.prog_stats)
-            tick = Ticker(wk["interval_ms"] / 1000) if wk["policy"] == "batch" else None
-            while not stop.is_set() and not finished():
-                if tick is not None:
-                    tick.sleep(stop)
-                elif not skim.wait(100):
-                    continue
-                batch = skim.drain()
-                if not batch:
-                    continue
-                consume_batch(batch, streams, reasm, decider, time.time_ns())
-                if delay_s:
-                    time.sleep(delay_s)
-    finally:
-        try:
-            role.summary["skim_counters"] = skim.counters()
-            role.summary["reassembly"] = reasm.stats()
-        except Exception as exc:  # noqa: BLE001 - detaching matters more
-            log.warning("skim counters: %s", exc)
-        try:
-            skim.close()
-            log.info("HardworkerSkim detached")
-        finally:
-            restore.close()  # GRO/LRO back on even if detaching failed
-
-
-def run_idle(role, decider, streams, done, go):
-    role.ready()
-    go()
-    while not role.stop.is_set() and not done():
-        role.stop.wait(0.1)
-
-
 # ---------------------------------------------------------------------------- role
 
-def run(role: runtime.Role) -> int:
-    cfg = role.cfg
-    streams: dict = {}
-    measure = None
-    expected = cfg["expected_streams"] or max(1, len(cfg["hosts"].get("sensor", [])))
-    state = {"start_at": None}
+class Trial:
+    """This trial as run() sees it: the streams, the window go.json opened, when it is over."""
 
-    def go(prog_stats=None):
-        """Wait for go.json, then start the sampler on the window it defines."""
-        nonlocal measure
-        start_at = role.wait_go()
-        ws = start_at + cfg["warmup_s"]
-        we = ws + cfg["duration_s"]
-        state["start_at"] = start_at
-        decider.win_ns = (int(ws * 1e9), int(we * 1e9))
-        role.summary.update(start_at=start_at, planned_end=we + cfg["tail_s"])
-        csv_path = os.path.join(cfg["out_dir"], f"hardworker-{cfg['instance']}.samples.csv")
-        measure = Measure(os.sched_getaffinity(0), ws, we, lambda: decider.counter.delivered,
-                          prog_stats, csv_path)
-        measure.start()
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.streams: dict = {}  # (addr, port) -> Stream; restarted ones under (addr, port, "#n")
+        self.expected = cfg["expected_streams"] or max(1, len(cfg["hosts"].get("sensor", [])))
+        self.start_at = self.window = self.planned_end = None
 
-    def done() -> bool:
-        if state["start_at"] is None:
-            return False
-        end = role.summary["planned_end"]
-        if cfg["mode"] == "idle":
-            return time.time() >= end
-        current = [st for key, st in streams.items() if len(key) == 2]  # not restarted ones
+    def open(self, start_at: float) -> None:
+        ws = start_at + self.cfg["warmup_s"]
+        self.start_at, self.window = start_at, (ws, ws + self.cfg["duration_s"])
+        self.planned_end = self.window[1] + self.cfg["tail_s"]
+
+    def done(self) -> bool:
+        """Every expected stream ended, or the ones that came did and the planned end passed
+        (a sensor that failed never connects)."""
+        current = [st for key, st in self.streams.items() if len(key) == 2]  # not restarted ones
         fin = sum(st.finished for st in current)
-        if fin >= expected:
+        if fin >= self.expected:
             return True
-        # Streams that never arrived (a sensor failed): stop once the others are done.
-        return bool(current) and fin == len(current) and time.time() > end + END_GRACE_S
+        return bool(current) and fin == len(current) and time.time() > self.planned_end + END_GRACE_S
 
-    decider = Decider(cfg["work_us"], 0, 0, cfg["clock_skew_s"])
+
+def run(role: runtime.Role) -> int:
+    """ready -> wait for go -> measure -> loop -> summary; the transport does the traffic."""
+    cfg, stop = role.cfg, role.stop
+    trial = Trial(cfg)
+    transport = transport_for(cfg, trial.streams)
+    decider = measure = None
     role.summary["wake_cost_us"] = wake_cost_us()
-    body = {"tcp": run_tcp, "xdp": run_xdp, "idle": run_idle}[cfg["mode"]]
     try:
-        body(role, decider, streams, done, go)
+        role.ready(**transport.setup(role))
+        trial.open(role.wait_go())
+        role.summary.update(start_at=trial.start_at, planned_end=trial.planned_end)
+        decider = Decider(cfg["work_us"], *trial.window, cfg["clock_skew_s"])
+        with transport.measuring():
+            csv_path = os.path.join(cfg["out_dir"], f"hardworker-{cfg['instance']}.samples.csv")
+            measure = Measure(os.sched_getaffinity(0), *trial.window, lambda: decider.counter.delivered,
+                              transport.prog_stats, csv_path)
+            measure.start()
+            while not stop.is_set() and not transport.finished(trial):
+                transport.step(stop, decider)
     finally:
-        s = role.summary
-        s["window"] = measure.finish() if measure is not None else None
-        s.update(decider.counter.summary())
-        s["streams"] = [st.info() for st in streams.values()]
-        s["expected_streams"] = expected
-        s["bad_samples"] = decider.bad_samples
-        p50, p99 = decider.latency.percentiles(50, 99)
-        s["latency_us"] = {"p50": p50 and p50 / 1e3, "p99": p99 and p99 / 1e3, "n": decider.latency.n}
-        if decider.latency.items:  # the reservoir, for latency CDFs
-            with open(os.path.join(cfg["out_dir"], f"hardworker-{cfg['instance']}.latency_us.txt"), "w") as f:
-                f.write("\n".join(f"{x / 1e3:.1f}" for x in decider.latency.items) + "\n")
-        s["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        s["process_cpu_s_total"] = time.process_time()
+        try:
+            transport.close(role.summary)
+        finally:
+            role.summary["window"] = measure.finish() if measure is not None else None
+            summarise(role.summary, cfg, trial, decider)
     return 0
+
+
+def summarise(s: dict, cfg, trial: Trial, decider) -> None:
+    """The delivery figures of the summary (and the latency reservoir's file)."""
+    counter = decider.counter if decider is not None else DeliveryCounter()
+    s.update(counter.summary())
+    s["streams"] = [st.info() for st in trial.streams.values()]
+    s["expected_streams"] = trial.expected
+    s["bad_samples"] = decider.bad_samples if decider is not None else []
+    latency = decider.latency if decider is not None else runtime.Reservoir()
+    p50, p99 = latency.percentiles(50, 99)
+    s["latency_us"] = {"p50": p50 and p50 / 1e3, "p99": p99 and p99 / 1e3, "n": latency.n}
+    if latency.items:  # the reservoir, for latency CDFs
+        with open(os.path.join(cfg["out_dir"], f"hardworker-{cfg['instance']}.latency_us.txt"), "w") as f:
+            f.write("\n".join(f"{x / 1e3:.1f}" for x in latency.items) + "\n")
+    s["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    s["process_cpu_s_total"] = time.process_time()
 
 
 def main(argv=None):
