@@ -129,8 +129,12 @@ def doctor(c, inventory=None, hosts=None, accept_new_host_keys=False):
     _finish("doctor", results, COLUMNS)
 
 
-@task(help={"inventory": INV_HELP, "dry-run": "print the plan, change nothing"})
-def fix_network(c, inventory=None, dry_run=False):
+@task(help={"inventory": INV_HELP, "dry-run": "print the plan, change nothing",
+            "watch": "afterwards keep pinging the hosts and re-add a host's route when it stops answering "
+                     "(until Ctrl-C; ends with the per-host table)",
+            "interval": "--watch: seconds between ping rounds (default 10)",
+            "misses": "--watch: missed pings in a row before a host's route is re-added (default 2)"})
+def fix_network(c, inventory=None, dry_run=False, watch=False, interval=10.0, misses=2):
     """Pin permanent neighbour (ARP) entries between hosts; add control-machine routes where needed."""
     from tcpskim import netfix
 
@@ -147,6 +151,14 @@ def fix_network(c, inventory=None, dry_run=False):
         pinned = netfix.pin_neighbours(fleet, [h for h in inv.hosts if h.name in macs], macs, dry_run)
         pinned += [r for r in found if r.failed]
         ok &= summary("fix-network: neighbour pins" + (" (dry run)" if dry_run else ""), pinned, ["pinned"])
+    if watch:
+        from tcpskim.netwatch import Watch
+
+        if float(interval) <= 0 or int(misses) < 1:
+            raise Exit("error: --interval must be > 0 and --misses >= 1", code=2)
+        print(f"watching {len(inv.hosts)} host(s): a ping round every {float(interval):g} s (Ctrl-C ends)")
+        rows = Watch(c, inv, misses=int(misses), dry_run=dry_run).run(float(interval))
+        ok &= summary("fix-network --watch", rows, ["outages", "repairs"])
     if not ok:
         raise Exit(code=1)
 
