@@ -1,4 +1,5 @@
-"""Experiment plans: which trials run, in which order, and how long that takes.
+"""Experiment plans: which trials run, in which order, which role instances each trial
+runs (and in which order they start and stop), and how long that takes.
 
 Modes alternate within each repeat and the alternation flips between repeats
 (xdp,tcp / tcp,xdp / ...), so slow drift on a shared machine hits both modes alike.
@@ -10,9 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .inventory import InventoryError, parse_wakeup
+from .inventory import Host, InventoryError, parse_wakeup
 
 STARTUP_S = {"xdp": 9.0, "tcp": 3.0, "idle": 3.0}  # measured here: bcc compiles take seconds
+# Start in this order, each ready before the next: the logger must listen before the hardworker
+# bounces to it, and both before a sensor connects. Stop in the reverse order.
+START_ORDER = ("logger", "hardworker", "sensor")
+STOP_ORDER = tuple(reversed(START_ORDER))
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,31 @@ class Trial:
     def id(self) -> str:
         rate = f"{self.rate_hz:g}".replace(".", "p")
         return f"t{self.index:03d}-{self.mode}-r{rate}-s{self.size_bytes}-n{self.repeat}"
+
+
+@dataclass(frozen=True)
+class RoleInstance:
+    """One role a trial runs on one host. ``instance`` is the sensor id (1..) for sensors, else 0."""
+    host: Host
+    role: str  # sensor | hardworker | logger
+    instance: int = 0
+
+    @property
+    def name(self) -> str:  # as in the role's files: <role>-<instance>.json, .pid, .summary.json
+        return f"{self.role}-{self.instance}"
+
+    @property
+    def key(self) -> tuple[str, str, int]:  # (host name, role, instance)
+        return self.host.name, self.role, self.instance
+
+
+def role_instances(trial: Trial, logger: Host, hardworker: Host, sensors: list[Host]) -> list[RoleInstance]:
+    """The roles of one trial in START_ORDER; an idle trial runs the hardworker alone."""
+    if trial.mode == "idle":
+        return [RoleInstance(hardworker, "hardworker")]
+    roles = [RoleInstance(s, "sensor", i + 1) for i, s in enumerate(sensors)]
+    roles += [RoleInstance(hardworker, "hardworker"), RoleInstance(logger, "logger")]
+    return sorted(roles, key=lambda r: START_ORDER.index(r.role))  # stable: sensors keep their ids' order
 
 
 @dataclass(frozen=True)

@@ -161,45 +161,37 @@ def test_ten_kilohertz_xdp_loses_nothing(deployed):
 def test_logger_down_fails_the_sensor_clearly_in_xdp_mode(deployed):
     """No logger: the bounced SYN meets no listener, the sensor's connect is refused with a
     clear error, and the hardworker reports no stream instead of crashing."""
-    from tcpskim.experiment import HostInfo, preflight
     from tcpskim.fleet import HostError
     from tcpskim.plan import Trial
     from tcpskim.results import RunFolder
+    from tcpskim.trial import TrialSession
 
     inv, _ = deployed
     p = params(inv.experiment, rate="50", duration=2, warmup=0, modes="xdp", repeat=1, idle=False)
     with Fleet(inv) as fleet:
-        runner = Runner(fleet, p, progress=False, out=lambda *_: None)
-        facts = preflight(fleet, runner.hosts)
-        for h in runner.hosts:
-            runner.info[h.name] = HostInfo(h, facts[h.name]["checkout"])
+        bed = Runner(fleet, p, progress=False, out=lambda *_: None).testbed()  # preflight
         folder = RunFolder.new(Path(inv.path).parent / "results", "nologger")
-        trial = Trial(0, 0, "xdp", 50.0, 1024)
+        session = TrialSession(bed, folder, Trial(0, 0, "xdp", 50.0, 1024))
         started = []
         try:
-            for host, role, inst in ((inv.hardworker, "hardworker", 0), (inv.sensors[0], "sensor", 1)):
-                cfg = runner.config(trial, folder.run_id, host, role, inst, facts)
-                remote = f"{cfg['out_dir']}/{role}-{inst}.json"
-                fleet.run(host, f"mkdir -p {cfg['out_dir']}")
-                local = folder.trial_dir(trial.id, host.name) / f"{role}-{inst}.json"
-                local.write_text(json.dumps(cfg))
-                fleet.put(host, str(local), remote)
-                fleet.hostctl(host, "start", "--config", remote)
-                started.append((host, role, cfg))
-                if role == "hardworker":
-                    fleet.hostctl(host, "wait-ready", "--config", remote, "--timeout", "120", timeout=150)
+            for rr in (r for r in session.roles if r.role != "logger"):  # hardworker, then sensor
+                rr.stage(fleet, session.local_dir(rr), folder.run_id)
+                fleet.hostctl(rr.host, "start", "--config", rr.remote_config)
+                started.append(rr)
+                if rr.role == "hardworker":
+                    fleet.hostctl(rr.host, "wait-ready", "--config", rr.remote_config, "--timeout", "120", timeout=150)
                 else:
                     with pytest.raises(HostError) as err:
-                        fleet.hostctl(host, "wait-ready", "--config", remote, "--timeout", "60", timeout=90)
+                        fleet.hostctl(rr.host, "wait-ready", "--config", rr.remote_config, "--timeout", "60",
+                                      timeout=90)
                     assert f"cannot connect to the hardworker {inv.hardworker.ip}:{inv.port}" in str(err.value)
                     assert "refused" in str(err.value)
         finally:
-            for host, role, cfg in started:
-                fleet.hostctl(host, "stop", "--role", role, "--interface", host.interface, "--timeout", "10")
-        hw_cfg = started[0][2]
-        hw = json.loads(Path(hw_cfg["out_dir"], "hardworker-0.summary.json").read_text())
+            for rr in started:
+                fleet.hostctl(rr.host, "stop", "--role", rr.role, "--interface", rr.host.interface, "--timeout", "10")
+        hw = json.loads(Path(started[0].out_dir, "hardworker-0.summary.json").read_text())
         assert hw["status"] in ("ok", "stopped") and hw["streams"] == [] and hw["delivered"] == 0, hw
-        sensor = json.loads(Path(started[1][2]["out_dir"], "sensor-1.summary.json").read_text())
+        sensor = json.loads(Path(started[1].out_dir, "sensor-1.summary.json").read_text())
         assert sensor["status"] == "connect_failed" and sensor["sent"] == 0
 
 
