@@ -84,7 +84,8 @@ class RoleRun:
                 fleet.get(self.host, f"{self.out_dir}/{fname}", str(local_dir / fname))
             except OSError as exc:
                 if required:
-                    problems.append(f"{self.name} on {self.host.name}: no summary ({exc})")
+                    what = "summary" if fname.endswith(".summary.json") else fname
+                    problems.append(f"{self.name} on {self.host.name}: no {what} ({exc})")
         try:
             s = json.loads((local_dir / f"{self.name}.summary.json").read_text())
         except (OSError, ValueError):
@@ -95,6 +96,8 @@ class RoleRun:
 
 
 class TrialSession:
+    """One trial's roles and phases (module doc); ``run()`` does them all in order."""
+
     def __init__(self, bed: Testbed, folder: RunFolder, trial: Trial, *, progress: bool = False,
                  poll_s: float = POLL_S, go_delay_s: float = GO_DELAY_S):
         self.bed, self.fleet, self.folder, self.trial = bed, bed.fleet, folder, trial

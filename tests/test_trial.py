@@ -141,6 +141,17 @@ def test_finish_fails_on_a_bad_summary_or_a_left_xdp_program(fleet, tmp_path):
     assert "XDP program 7 still attached on sensor:eth0" in str(exc.value)
 
 
+def test_finish_fails_when_a_summary_cannot_be_fetched(fleet, tmp_path):
+    s = session(fleet, tmp_path)
+    s.start()
+    s.go()
+    s.watch()
+    (fleet.hosts["sensor"].checkout / ".tcpskim" / "runs" / s.folder.run_id / s.trial.id
+     / "sensor-1.summary.json").unlink()
+    with pytest.raises(RunFailed, match="sensor-1 on sensor: no summary"):
+        s.finish()
+
+
 def test_a_non_root_host_gets_its_config_through_tmp_and_sudo(tmp_path):
     fleet = role_fleet(tmp_path, user="pi")
     s = session(fleet, tmp_path, sensors=1)
