@@ -1,0 +1,91 @@
+"""Where the hardworker's CPU goes, per record: the component table of a report.
+
+Input: summary rows with ``hw_components_us`` ({component: µs per record}, from the
+hardworker's attribution window: role, softirqs by vector, IRQs, IPIs, other tasks, the
+XDP program, unattributed) and ``hw_events_per_record`` ({event: per record}). One table
+per rate x size x wake-up cell: xdp and tcp side by side (mean over trials) with xdp - tcp;
+components under 0.05 µs in both modes are summed into one line. Lab artifacts are named
+with their evidence.
+"""
+
+from __future__ import annotations
+
+from .stats import mean_ci
+
+SMALL_US = 0.05
+EVENTS = [("wakeups", "role wake-ups"), ("switch", "context switches"), ("napi", "NAPI polls"),
+          ("net_rx", "NET_RX softirqs"), ("ipi_sent", "IPIs sent"), ("ipi_recv", "IPIs received"),
+          ("events", "traced events")]
+NOT_RECORD_COST = ("idle", "idle loop")  # shown apart: not busy time
+
+
+def _mean(rows, key, name):
+    return mean_ci((r.get(key) or {}).get(name) for r in rows)[0]
+
+
+def _cells(rows):
+    out = {}
+    for r in rows:
+        if r.get("mode") in ("xdp", "tcp") and r.get("hw_components_us") and r.get("status") == "ok":
+            out.setdefault((r.get("rate_hz"), r.get("size_bytes"), r.get("wakeup")), []).append(r)
+    return dict(sorted(out.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1] or 0, str(kv[0][2]))))
+
+
+def _f(v, digits=2):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _diff(a, b):
+    return None if a is None and b is None else (a or 0.0) - (b or 0.0)
+
+
+def _component_rows(by_mode):
+    names = set()
+    for rs in by_mode.values():
+        for r in rs:
+            names.update(k for k in r["hw_components_us"] if k not in NOT_RECORD_COST)
+    vals = {n: {m: _mean(rs, "hw_components_us", n) for m, rs in by_mode.items()} for n in names}
+    big = sorted((n for n in names if max(abs(v or 0) for v in vals[n].values()) >= SMALL_US),
+                 key=lambda n: -max(abs(v or 0) for v in vals[n].values()))
+    small = [n for n in names if n not in big]
+    body = [[n, _f(vals[n].get("xdp")), _f(vals[n].get("tcp")),
+             _f(_diff(vals[n].get("xdp"), vals[n].get("tcp")))] for n in big]
+    if small:
+        s = {m: sum(vals[n].get(m) or 0 for n in small) for m in ("xdp", "tcp")}
+        body.append([f"{len(small)} smaller parts", _f(s["xdp"]), _f(s["tcp"]), _f(s["xdp"] - s["tcp"])])
+    tot = {m: sum(v.get(m) or 0 for v in vals.values()) for m in ("xdp", "tcp")}
+    body.append(["= busy, all parts", _f(tot["xdp"]), _f(tot["tcp"]), _f(tot["xdp"] - tot["tcp"])])
+    return body
+
+
+def _event_rows(by_mode):
+    body = []
+    for key, label in EVENTS:
+        x, t = (_mean(by_mode.get(m, []), "hw_events_per_record", key) for m in ("xdp", "tcp"))
+        if x is not None or t is not None:
+            body.append([f"{label} per record", _f(x, 3), _f(t, 3), _f(_diff(x, t), 3)])
+    return body
+
+
+def artifacts(by_mode, lab: bool) -> list[str]:
+    """Components that are lab artifacts, with the evidence."""
+    notes = []
+    x, t = (_mean(by_mode.get(m, []), "hw_events_per_record", "ipi_sent") for m in ("xdp", "tcp"))
+    if lab and x is not None and x >= 0.5 and (t or 0) < x / 2:
+        notes.append(f"IPIs sent per record: xdp {x:.2f}, tcp {t or 0:.2f} - the veth bounce through "
+                     "the bridge (the XDP_TX'd frame re-enters the bridge and RPS hands it to another "
+                     "CPU); a NIC's XDP_TX sends none: a lab artifact")
+    return notes
+
+
+def component_tables(rows, lab: bool = False) -> list[tuple[str, list, list, list]]:
+    """[(title, headers, body, notes)] per rate x size x wake-up cell with attribution."""
+    out = []
+    for (rate, size, wakeup), grp in _cells(rows).items():
+        by_mode = {m: [r for r in grp if r["mode"] == m] for m in ("xdp", "tcp")}
+        n = {m: len(v) for m, v in by_mode.items()}
+        title = (f"Where the hardworker CPU goes, µs per record: {rate} Hz x {size} B, {wakeup} "
+                 f"(n xdp {n['xdp']}, tcp {n['tcp']}; tracepoint attribution of the dedicated CPU)")
+        body = _component_rows(by_mode) + _event_rows(by_mode)
+        out.append((title, ["component", "xdp", "tcp", "xdp - tcp"], body, artifacts(by_mode, lab)))
+    return out
