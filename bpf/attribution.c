@@ -11,8 +11,8 @@
  * Busy periods (leaving idle until idling again) go to a ring buffer with BPF_RB_NO_WAKEUP:
  * no wake-up (an irq_work, a self-IPI) on the measured CPU; userspace reads after the window.
  *
- * Cheap by construction: raw tracepoints (no record formatting), per-CPU array slots for
- * everything but other tasks, counters in the per-CPU state; no task_struct layout needed.
+ * Cheap by construction: raw tracepoints only (no record formatting; tracefs is still needed
+ * to find which exist), per-CPU array slots for everything but other tasks, counters in the per-CPU state; no task_struct layout needed.
  *
  * Constants (-D): ATTR_CPU_MASK (u64 bit mask of measured CPUs), ATTR_NR_CPUS (possible
  * CPUs, <= 64), ATTR_RB_PAGES, and HAVE_<group> for each optional tracepoint group present.
@@ -352,7 +352,7 @@ RAW_TRACEPOINT_PROBE(cpu_idle) {  /* (state, cpu) */
 #endif
 
 #ifdef HAVE_NAPI
-TRACEPOINT_PROBE(napi, napi_poll) {  /* perf-based: the raw one passes a napi_struct only */
+RAW_TRACEPOINT_PROBE(napi_poll) {  /* (struct napi_struct *napi, int work, int budget) */
     u32 cpu = bpf_get_smp_processor_id();
     if (!measured(cpu))
         return 0;
@@ -360,7 +360,7 @@ TRACEPOINT_PROBE(napi, napi_poll) {  /* perf-based: the raw one passes a napi_st
     struct state *s = st.lookup(&cpu);
     if (c && s && window(c, bpf_ktime_get_ns())) {
         s->cnt[W_NAPI]++;
-        s->cnt[W_NAPI_WORK] += args->work;
+        s->cnt[W_NAPI_WORK] += (u32)ctx->args[1];
     }
     return 0;
 }

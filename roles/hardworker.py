@@ -17,168 +17,33 @@ Each mode is a transport (``roles.transport``: set up -> step -> close); ``run()
 sequence ready -> wait for go -> measure -> loop -> summary, and the ``Decider`` is the sink
 every transport feeds (records -> decision step -> DeliveryCounter).
 
-Measurement (see DESIGN.md): after go.json a sampler thread snapshots, at the window edges
-[start_at + warmup_s, + duration_s], the CPU set's busy time (elapsed - (idle + iowait) per CPU), the process CPU, context switches, BPF prog stats and the
-delivered count, and writes hardworker-<i>.samples.csv every 100 ms.
+Measurement (see DESIGN.md): ``roles.window.WindowMeter`` compiles the tracepoint attribution
+before ready; at the window edges [start_at + warmup_s, + duration_s] a thread that sleeps in
+between takes the CPU set's busy time (elapsed - (idle + iowait) per CPU), the process CPU,
+context switches, BPF prog stats and the delivered count, and opens / closes the tracer. No
+thread polls the measured CPU during the window; the attribution (where every µs went), the
+busy periods and hardworker-<i>.samples.csv (10 ms bins) are read after it.
 """
 
-import csv
 import logging
 import os
 import resource
 import sys
-import threading
 import time
 import zlib
 
 from roles import runtime
 from roles.record import DeliveryCounter, Record
 from roles.transport import Stream, Ticker, consume_batch, transport_for  # noqa: F401 - re-exported
+from roles.window import WindowMeter
 
 log = logging.getLogger("tcpskim.hardworker")
 
-SAMPLE_S = 0.1
 END_GRACE_S = 2.0  # after the sensors' planned end, stop waiting for streams that never came
-USER_HZ = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------- measurement
-
-def _tick_idle_s(cpu: int):
-    """Idle + iowait seconds of one CPU from /proc/timer_list (ns), or None.
-
-    The same nohz idle accounting /proc/stat prints in 10 ms units, at full resolution; the
-    period in progress is left out, so it is exact only when read while ``cpu`` is awake."""
-    try:
-        with open("/proc/timer_list") as f:
-            text = f.read()
-    except OSError:
-        return None
-    cur, idle, iowait, active = None, None, None, None
-    for line in text.splitlines():
-        if line.startswith("cpu: "):
-            cur = int(line[5:])
-        elif cur == cpu:
-            key, _, val = line.strip().partition(":")
-            key = key.strip()
-            if key == ".idle_sleeptime":
-                idle = int(val.split()[0])
-            elif key == ".iowait_sleeptime":
-                iowait = int(val.split()[0])
-            elif key == ".idle_active":
-                active = int(val.split()[0])
-    if idle is None or iowait is None or active:
-        return None
-    return (idle + iowait) / 1e9
-
-
-def cpu_idle_s(cpus, precise=True) -> float:
-    """Sum of idle + iowait seconds of ``cpus``. Busy = elapsed - idle.
-
-    Only idle figures are used: with NO_HZ the kernel keeps them from precise idle-time
-    accounting, while the busy columns come from tick sampling that misses short bursts
-    (DESIGN.md measured ~1/10 of the real busy time). /proc/stat prints them in 10 ms units
-    (+-20 µs per record at 50 Hz x 10 s); /proc/timer_list has the same figures in ns but
-    leaves out an idle period in progress. So: timer_list when the set is the single CPU this
-    thread is pinned to (reading it proves that CPU awake), /proc/stat otherwise. (cpuidle's
-    state residency is not used: it leaves out idle entry/exit, ~15 µs per wake-up in a VM.)
-    timer_list prints every timer of every CPU (~100 µs of kernel formatting per read), so
-    ``precise=False`` (the 100 ms progress samples) reads /proc/stat only."""
-    cpus = list(cpus)
-    if precise and len(cpus) == 1 and os.sched_getaffinity(0) == {cpus[0]}:
-        t = _tick_idle_s(cpus[0])
-        if t is not None:
-            return t
-    want = {f"cpu{c}" for c in cpus}
-    idle = 0
-    with open("/proc/stat") as f:
-        for line in f:
-            parts = line.split()
-            if parts and parts[0] in want:
-                idle += int(parts[4]) + int(parts[5])
-    return idle / USER_HZ
-
-
-class Measure(threading.Thread):
-    """Sampler thread: window-edge snapshots and the samples CSV.
-
-    It samples from go until ``finish()``. Its own CPU (time.thread_time) inside the window
-    is reported as sampler_cpu_s so it can be subtracted from the process CPU."""
-
-    def __init__(self, cpus, win_start, win_end, delivered, prog_stats, csv_path):
-        super().__init__(name="sampler", daemon=True)
-        self.cpus, self.win = list(cpus), (win_start, win_end)
-        self.delivered, self.prog_stats = delivered, prog_stats
-        self.csv_path = csv_path
-        self.edges = []  # [start snapshot, end snapshot]
-        self._done = threading.Event()
-        self.sampler_cpu_s = 0.0
-        self.samples = 0
-
-    def snapshot(self, precise=True):
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        snap = {"wall": time.time(), "mono": time.monotonic(),
-                "idle_s": cpu_idle_s(self.cpus, precise),
-                "process_cpu_s": time.process_time(), "nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw,
-                "delivered": self.delivered(), "thread_cpu_s": time.thread_time()}
-        if self.prog_stats is not None:
-            try:
-                snap.update(self.prog_stats())
-            except Exception as exc:  # noqa: BLE001 - never kill the sampler
-                log.warning("prog_stats: %s", exc)
-        return snap
-
-    def run(self):
-        # Progress samples only feed the time-series plot: /proc/stat's 10 ms resolution
-        # is enough there, and keeps the sampler's cost on the measured CPU small.
-        t0 = self.snapshot(precise=False)
-        next_sample = time.time()
-        with open(self.csv_path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["t", "cpu_busy_s", "process_cpu_s", "delivered"])
-            while True:
-                edge = self.win[len(self.edges)] if len(self.edges) < 2 else None
-                nxt = min(next_sample, edge) if edge is not None else next_sample
-                if self._done.wait(max(0.0, nxt - time.time())):
-                    break
-                now = time.time()
-                if edge is not None and now >= edge:
-                    self.edges.append(self.snapshot())
-                if now >= next_sample:
-                    s = self.snapshot(precise=False)
-                    busy = len(self.cpus) * (s["mono"] - t0["mono"]) - (s["idle_s"] - t0["idle_s"])
-                    w.writerow([f"{s['wall']:.3f}", f"{busy:.6f}",
-                                f"{s['process_cpu_s'] - t0['process_cpu_s']:.6f}", s["delivered"]])
-                    f.flush()
-                    self.samples += 1
-                    next_sample += SAMPLE_S
-                    if next_sample < now:  # fell behind (suspended?): no catch-up burst
-                        next_sample = now + SAMPLE_S
-
-    def finish(self) -> dict:
-        """Stop the thread; the window figures (``complete`` False if it never closed)."""
-        self._done.set()
-        self.join(5)
-        out = {"start": self.win[0], "end": self.win[1], "complete": len(self.edges) == 2,
-               "samples": self.samples}
-        if not self.edges:
-            return out
-        a = self.edges[0]
-        b = self.edges[1] if len(self.edges) == 2 else self.snapshot()
-        elapsed = b["mono"] - a["mono"]
-        out.update(elapsed_s=elapsed, cpus=self.cpus,
-                   cpu_busy_s=len(self.cpus) * elapsed - (b["idle_s"] - a["idle_s"]),
-                   process_cpu_s=b["process_cpu_s"] - a["process_cpu_s"],
-                   ctx_voluntary=b["nvcsw"] - a["nvcsw"], ctx_involuntary=b["nivcsw"] - a["nivcsw"],
-                   delivered_in_window=b["delivered"] - a["delivered"],
-                   sampler_cpu_s=(b["thread_cpu_s"] - a["thread_cpu_s"]) if len(self.edges) == 2 else None)
-        if "run_time_ns" in a and "run_time_ns" in b:
-            out.update(bpf_run_time_ns=b["run_time_ns"] - a["run_time_ns"],
-                       bpf_run_cnt=b["run_cnt"] - a["run_cnt"])
-        # Per-record figures are made once, from these totals, in the summary row
-        # (tcpskim.results.trial_row: idle baseline and sampler taken out there).
-        return out
-
+# The window (edges, tracepoint attribution, CPU-over-time CSV) is roles.window.WindowMeter.
 
 def wake_cost_us(cycles=200, sleep_s=0.001) -> float:
     """Process CPU (µs) of one sleep/wake cycle of this process, on the CPU it is pinned to.
@@ -206,11 +71,18 @@ class Decider:
         self.latency = runtime.Reservoir()
         self.bad_samples = []  # the first few bad items, for the summary
         self.digest = 0
+        self.marks = []  # (monotonic ns, records) of each feed in the window: busy periods
 
     def feed(self, stream: Stream, data, recv_ns: int, eof=False) -> None:
         items = stream.records.feed(data) if data else []
         if eof:
             items += stream.records.close()
+        before = self.counter.delivered
+        self._feed(stream, items, recv_ns)
+        if self.counter.delivered != before and self.win_ns[0] <= recv_ns < self.win_ns[1]:
+            self.marks.append((time.monotonic_ns(), self.counter.delivered - before))
+
+    def _feed(self, stream, items, recv_ns):
         for item in items:
             if type(item) is not Record:
                 self.counter.add(item)
@@ -266,25 +138,24 @@ def run(role: runtime.Role) -> int:
     cfg, stop = role.cfg, role.stop
     trial = Trial(cfg)
     transport = transport_for(cfg, trial.streams)
-    decider = measure = None
+    decider = None
     role.summary["wake_cost_us"] = wake_cost_us()
+    csv_path = os.path.join(cfg["out_dir"], f"hardworker-{cfg['instance']}.samples.csv")
+    meter = WindowMeter(os.sched_getaffinity(0), csv_path)  # compiles the tracer: before ready
     try:
         role.ready(**transport.setup(role))
         trial.open(role.wait_go())
         role.summary.update(start_at=trial.start_at, planned_end=trial.planned_end)
         decider = Decider(cfg["work_us"], *trial.window, cfg["clock_skew_s"])
         with transport.measuring():
-            csv_path = os.path.join(cfg["out_dir"], f"hardworker-{cfg['instance']}.samples.csv")
-            measure = Measure(os.sched_getaffinity(0), *trial.window, lambda: decider.counter.delivered,
-                              transport.prog_stats, csv_path)
-            measure.start()
+            meter.start(*trial.window, lambda: decider.counter.delivered, transport.prog_stats)
             while not stop.is_set() and not transport.finished(trial):
                 transport.step(stop, decider)
     finally:
         try:
             transport.close(role.summary)
         finally:
-            role.summary["window"] = measure.finish() if measure is not None else None
+            role.summary["window"] = meter.finish(decider.marks if decider is not None else None)
             summarise(role.summary, cfg, trial, decider)
     return 0
 

@@ -31,7 +31,8 @@ class WindowMeter:
         try:
             from roles.attribution import Tracer
             from roles.attribution_cost import ns_per_event
-            self.tracer = Tracer(self.cpus, pids=[os.getpid()])
+            # no power:cpu_idle: two events fewer per idle period (idle loop not split from idle)
+            self.tracer = Tracer(self.cpus, pids=[os.getpid()], cpu_idle=False)
             self.cost = ns_per_event(self.tracer)["ns_per_event"]
             if self.tracer.mounted_tracefs:
                 log.warning("tracefs was not mounted: mounted it at /sys/kernel/tracing")
@@ -86,8 +87,10 @@ class WindowMeter:
     def finish(self, marks=None) -> dict:
         """Stop; the window figures (``complete`` False if it never closed) + attribution."""
         self._done.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        if self._thread is None:  # never started (failed before go)
+            self._cleanup()
+            return None
+        self._thread.join(5)
         out = {"start": self.win[0], "end": self.win[1], "complete": len(self.edges) == 2,
                "samples": 0, "sampler": "none (tracepoints, read after the window)"}
         if len(self.edges) < 2:

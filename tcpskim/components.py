@@ -23,11 +23,17 @@ def _mean(rows, key, name):
     return mean_ci((r.get(key) or {}).get(name) for r in rows)[0]
 
 
+def _wakeup(w) -> str:
+    if isinstance(w, dict):
+        return w.get("policy", "?") + (f":{w['interval_ms']:g}ms" if w.get("interval_ms") else "")
+    return str(w)
+
+
 def _cells(rows):
     out = {}
     for r in rows:
-        if r.get("mode") in ("xdp", "tcp") and r.get("hw_components_us") and r.get("status") == "ok":
-            out.setdefault((r.get("rate_hz"), r.get("size_bytes"), r.get("wakeup")), []).append(r)
+        if r.get("mode") in ("xdp", "tcp") and r.get("hw_components_us") and r.get("status", "ok") in ("ok", "incomplete"):
+            out.setdefault((r.get("rate_hz"), r.get("size_bytes"), _wakeup(r.get("wakeup"))), []).append(r)
     return dict(sorted(out.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1] or 0, str(kv[0][2]))))
 
 
@@ -88,4 +94,41 @@ def component_tables(rows, lab: bool = False) -> list[tuple[str, list, list, lis
                  f"(n xdp {n['xdp']}, tcp {n['tcp']}; tracepoint attribution of the dedicated CPU)")
         body = _component_rows(by_mode) + _event_rows(by_mode)
         out.append((title, ["component", "xdp", "tcp", "xdp - tcp"], body, artifacts(by_mode, lab)))
+    return out
+
+
+def _is_other_task(name: str) -> bool:
+    return name.startswith("task ")
+
+
+def row_fields(win: dict) -> dict:
+    """The summary row's attribution columns from a hardworker window (None when absent).
+
+    hw_attr_us_per_record: busy CPU of the dedicated CPU (precise idle accounting) minus other
+    tasks (kworkers, kdamond, sshd, anything not the role), per record delivered in the
+    window: no idle baseline subtracted; the rest nothing traced is in hw_unattributed_us."""
+    a = (win or {}).get("attribution") or {}
+    n = (win or {}).get("delivered_in_window") or 0
+    if "components_s" not in a:
+        return {}
+    other = sum(v for k, v in a["components_s"].items() if _is_other_task(k))
+    out = {"hw_other_tasks_s": other, "hw_steal_s": a.get("steal_s"),
+           "hw_tracer_cost_share": (a.get("cost") or {}).get("share_of_busy")}
+    if not n:
+        return out
+    per = lambda s: None if s is None else s / n * 1e6  # noqa: E731
+    comps = {k: per(v) for k, v in a["components_s"].items() if k not in NOT_RECORD_COST}
+    if a.get("unattributed_s") is not None:
+        comps["unattributed"] = per(a["unattributed_s"])
+    c = a.get("counters") or {}
+    ev = {k: c.get(k, 0) / n for k in ("wakeups", "switch", "napi", "ipi_sent", "ipi_recv")}
+    ev["net_rx"] = (a.get("intervals") or {}).get("softirq NET_RX", 0) / n
+    ev["events"] = a.get("events", 0) / n
+    p = a.get("periods") or {}
+    out.update(hw_components_us=comps, hw_events_per_record=ev,
+               hw_attr_us_per_record=per(a["proc_busy_s"] - other) if a.get("proc_busy_s") is not None else None,
+               hw_unattributed_us=comps.get("unattributed"),
+               hw_tracer_cost_us=per((a.get("cost") or {}).get("cost_s")),
+               hw_period_median_us=p.get("median_us") if p.get("unit") == "record" else None,
+               hw_period_ci_us=p.get("median_ci_us") if p.get("unit") == "record" else None)
     return out

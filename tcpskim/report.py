@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
-from . import stats  # noqa: E402
+from . import components, resolve, stats  # noqa: E402
 
 LAB_NOTE = ("lab: all hosts share one kernel; only the hardworker's dedicated CPU and "
             "per-process counters are per-host figures")
@@ -41,7 +41,10 @@ _INT_COLS = {"rate_hz", "size_bytes", "repeat", "sent", "delivered", "logged", "
              "duplicates", "corrupt", "ctx_switches", "peak_rss_bytes"}
 _FLOAT_COLS = {"duration_s", "hw_busy_cpu_s", "hw_idle_baseline_cpu_s", "hw_cpu_us_per_record",
                "hw_process_cpu_us_per_record", "bpf_ns_per_packet", "latency_p50_us",
-               "latency_p99_us", "achieved_rate_hz", "hw_wake_cost_us"}
+               "latency_p99_us", "achieved_rate_hz", "hw_wake_cost_us", "hw_attr_us_per_record",
+               "hw_unattributed_us", "hw_tracer_cost_us", "hw_tracer_cost_share",
+               "hw_period_median_us", "hw_other_tasks_s", "hw_steal_s"}
+_JSON_COLS = {"hw_components_us", "hw_events_per_record", "hw_period_ci_us"}  # JSON text in the CSV
 _TEXT_COLS = {"mode", "95% CI", "flags", "source", "saves", "CI method"}
 _PROBLEM_COLS = (("lost", "LOST"), ("duplicates", "DUP"), ("corrupt", "CORRUPT"))
 IDLE_BUSY_LIMIT = 0.10  # busy share of the hardworker CPU set above which an idle trial is suspect
@@ -70,6 +73,12 @@ def _normalise(row: dict) -> dict:
     for col in _FLOAT_COLS:
         if col in out:
             out[col] = _num(out[col], float)
+    for col in _JSON_COLS:
+        if isinstance(out.get(col), str):
+            try:
+                out[col] = json.loads(out[col]) if out[col] not in ("", "None") else None
+            except ValueError:
+                out[col] = None
     out["trial"] = str(out.get("trial", ""))
     out.setdefault("status", "ok")
     return out
@@ -150,6 +159,14 @@ def _groups(rows, modes=None):
             g[(r.get("mode"), r.get("rate_hz"), r.get("size_bytes"))].append(r)
     return dict(sorted(g.items(), key=lambda kv: (_mode_key(kv[0][0]), kv[0][1] or 0,
                                                    kv[0][2] or 0)))
+
+
+def _per_record_col(cell) -> str:
+    """The attributed figure when every ok traffic trial of the cell has one, else busy - idle."""
+    ok = [r for r in cell if _ok(r) and r.get("mode") in ("xdp", "tcp")]
+    if ok and all(r.get("hw_attr_us_per_record") is not None for r in ok):
+        return "hw_attr_us_per_record"
+    return "hw_cpu_us_per_record"
 
 
 def xdp_tcp_ratio(rows, col: str = "hw_cpu_us_per_record", level: float = 0.95):
@@ -270,17 +287,25 @@ def table_data(run, rows) -> dict:
     for rate, size in cells:
         cell = [r for r in rows if r.get("mode") in ("xdp", "tcp") and r.get("rate_hz") == rate
                 and r.get("size_bytes") == size]
-        x, t = ([r["hw_cpu_us_per_record"] for r in cell if _ok(r) and r["mode"] == mode
-                 and r.get("hw_cpu_us_per_record") is not None] for mode in ("xdp", "tcp"))
+        col = _per_record_col(cell)
+        x, t = ([r[col] for r in cell if _ok(r) and r["mode"] == mode
+                 and r.get(col) is not None] for mode in ("xdp", "tcp"))
         nflag = sum(1 for r in cell if _row_problems(r))
-        ratio, lo, hi, method = xdp_tcp_ratio(cell)
-        if ratio is None:
+        ratio, lo, hi, method = xdp_tcp_ratio(cell, col)
+        durations = sorted(r["duration_s"] for r in cell if r.get("duration_s"))
+        allowed, why = resolve.ratio_allowed(x, t, durations[len(durations) // 2] if durations else None)
+        if not allowed:  # never a ratio or a saving from a mean <= 0 or a CI spanning 0
+            ratio = lo = hi = None
+            saves = why
+        elif ratio is None:
             saves = "-"
         else:
             # saving = 1 - ratio; its CI is the ratio's CI mirrored.
             saves = f"{(1 - ratio) * 100:.1f} %"
             if lo is not None:
                 saves += f" [{(1 - hi) * 100:.1f}, {(1 - lo) * 100:.1f}]"
+        if col != "hw_cpu_us_per_record":
+            method += "; attributed (busy - other tasks)"
         t2.append([rate, size, len(x), len(t), _fmt(stats.mean_ci(x)[0]),
                    _fmt(stats.mean_ci(t)[0]), _fmt(ratio, 3), _ci(lo, hi, 3), saves, method,
                    f"!! {nflag} trial(s) flagged" if nflag else ""])
@@ -325,6 +350,11 @@ def tables(run, rows, tablefmt: str = "simple") -> str:
         parts.append(tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True,
                               colalign=align) if body else "(no trials)")
         parts.append("")
+    for title, headers, body, notes in components.component_tables(rows, lab=bool(run.get("lab"))):
+        parts += [("### " if md else "") + title, ""]
+        parts.append(tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True,
+                              colalign=["left", "right", "right", "right"]))
+        parts += [("- " if md else "") + n for n in notes] + [""]
     wake = wake_cost_line(rows)
     if wake:
         parts += [wake, ""]

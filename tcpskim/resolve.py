@@ -60,9 +60,14 @@ def _repeats(sd: float, scale: float, level: float) -> int:
 
 
 def ratio_allowed(xdp_values, tcp_values, window_s=None) -> tuple[bool, str | None]:
-    """(True, None) when both modes' figures are resolved; else (False, the reason text)."""
+    """(True, None) when both modes' figures are resolved; else (False, the reason text).
+
+    A single positive trial per mode has no interval to span 0: its ratio is shown, without
+    a CI (the table says so), as before; a mean <= 0 never is."""
     for mode, vals in (("xdp", xdp_values), ("tcp", tcp_values)):
         r = resolution(vals, window_s)
+        if r["n"] == 1 and r["mean"] > 0:
+            continue
         if not r["resolved"]:
             return False, f"{mode} {r['text']}"
     return True, None

@@ -14,11 +14,17 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from . import components
+
 COLUMNS = ["run_id", "trial", "mode", "rate_hz", "size_bytes", "duration_s", "repeat", "sent", "delivered",
            "logged", "lost", "duplicates", "corrupt", "hw_busy_cpu_s", "hw_idle_baseline_cpu_s",
            "hw_cpu_us_per_record", "hw_process_cpu_us_per_record", "bpf_ns_per_packet", "ctx_switches",
            "peak_rss_bytes", "latency_p50_us", "latency_p99_us", "achieved_rate_hz", "status", "wakeup",
-           "hw_sampler_cpu_s", "send_lateness_p99_us", "hw_wake_cost_us", "hw_softirq_share"]
+           "hw_sampler_cpu_s", "send_lateness_p99_us", "hw_wake_cost_us", "hw_softirq_share",
+           # tracepoint attribution of the hardworker's dedicated CPU (tcpskim.components)
+           "hw_attr_us_per_record", "hw_components_us", "hw_events_per_record", "hw_unattributed_us",
+           "hw_tracer_cost_us", "hw_tracer_cost_share", "hw_period_median_us", "hw_period_ci_us",
+           "hw_other_tasks_s", "hw_steal_s"]
 
 
 def _json(path: Path, obj):
@@ -79,7 +85,8 @@ class RunFolder:
         with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=COLUMNS)
             w.writeheader()
-            w.writerows(clean)
+            w.writerows({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()}
+                        for r in clean)
         tmp.replace(self.path / "summary.csv")  # a reader never sees half a table
 
 
@@ -122,6 +129,7 @@ def trial_row(run_id: str, trial, p, summaries: dict, idle_rate: dict) -> dict:
     if trial.mode == "idle":
         row["_idle_rate"] = busy / elapsed if busy is not None and elapsed else None
         row.update(sent=0, delivered=0, logged=0, lost=0, duplicates=0, corrupt=0)
+        row.update(components.row_fields(win))
         return row
     rate0 = idle_rate.get(trial.repeat, next(iter(idle_rate.values()), None) if idle_rate else None)
     baseline = rate0 * elapsed if rate0 is not None and elapsed else None
@@ -148,4 +156,5 @@ def trial_row(run_id: str, trial, p, summaries: dict, idle_rate: dict) -> dict:
     if row["lost"] or row["duplicates"] or row["corrupt"] or row["delivered"] != row["sent"] \
             or row["logged"] != row["sent"] or not win.get("complete"):
         row["status"] = "incomplete"
+    row.update(components.row_fields(win))
     return row

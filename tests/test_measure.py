@@ -1,7 +1,7 @@
-"""The hardworker's idle-time reading: precise at the window edges, cheap in between.
+"""The hardworker's idle-time reading at the window edges, and its batch ticker.
 
-Reads the real /proc files of this machine (no mocks of the kernel's figures): the two
-sources must agree, and the 100 ms progress samples must never pay for /proc/timer_list.
+Reads the real /proc files of this machine (no mocks of the kernel's figures): the precise
+reading (/proc/timer_list, read on the CPU itself) and /proc/stat must agree.
 """
 
 import os
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from roles import hardworker
+from roles import attribution, hardworker
 
 
 def _stat_idle_s(cpu):
@@ -33,26 +33,16 @@ def pinned():
         os.sched_setaffinity(0, old)
 
 
-def test_cheap_sample_reads_proc_stat_only(pinned, monkeypatch):
-    def no_timer_list(cpu):
-        raise AssertionError("a progress sample read /proc/timer_list")
-
-    monkeypatch.setattr(hardworker, "_tick_idle_s", no_timer_list)
-    before = _stat_idle_s(pinned)
-    got = hardworker.cpu_idle_s([pinned], precise=False)
-    after = _stat_idle_s(pinned)
-    assert before <= got <= after
-
-
-def test_precise_edge_agrees_with_proc_stat(pinned):
-    if hardworker._tick_idle_s(pinned) is None:
+def test_precise_idle_agrees_with_proc_stat(pinned):
+    if attribution._timer_list_idle_ns(pinned) is None:
         pytest.skip("no nohz idle figures in /proc/timer_list on this kernel")
     time.sleep(0.2)  # let the CPU go idle for a while, so both figures move
-    precise = hardworker.cpu_idle_s([pinned])
+    precise = attribution.precise_idle_ns([pinned])[pinned] / 1e9
     coarse = _stat_idle_s(pinned)
     # /proc/stat prints the same accounting in clock ticks: they differ by under two ticks.
     assert abs(precise - coarse) < 2.0 / os.sysconf("SC_CLK_TCK") + 1e-9
     assert precise != round(precise, 2) or precise == 0  # ns resolution, not 10 ms steps
+    assert os.sched_getaffinity(0) == {pinned}  # the reading moved this thread and back
 
 
 def test_ticker_returns_on_stop_and_keeps_its_deadlines():

@@ -288,3 +288,45 @@ def test_wake_cost_line(tmp_path):
     text, _ = report.write_report(run_dir)
     assert "hardworker sleep/wake cycle: 17.0 µs of process CPU (median of 15 trials" in text
     assert "sleep/wake cycle: 17.0" in (run_dir / "report.md").read_text()
+
+
+def test_ratio_not_resolved_prints_what_would_resolve_it(tmp_path):
+    # The demo: negative means; and a CI spanning 0: no ratio, no saving anywhere.
+    run_dir = make_run(tmp_path, lab=False, rates=(1000,), cpu_us={"xdp": 5.0, "tcp": 20.0},
+                       noise=(-60.0, 0.0, 60.0))
+    text, _ = report.write_report(run_dir)
+    row = _line(text, 1000, 1024)
+    assert "not resolved: ±" in row and "µs per record; about" in row and "would resolve it" in row
+    assert row.split()[6:8] == ["-", "-"] and "%" not in row  # no ratio, no CI, no saving
+
+
+def test_component_table_side_by_side_with_lab_artifact(tmp_path):
+    run_dir = make_run(tmp_path, lab=True, rates=(2000,))
+    doc = json.loads((run_dir / "summary.json").read_text())
+    for r in doc["rows"]:
+        if r["mode"] == "xdp":
+            r["hw_components_us"] = {"role": 8.0, "softirq NET_RX": 11.0, "xdp program": 0.5,
+                                     "idle": 400.0, "softirq RCU": 0.01}
+            r["hw_events_per_record"] = {"ipi_sent": 1.0, "wakeups": 0.05}
+        elif r["mode"] == "tcp":
+            r["hw_components_us"] = {"role": 6.0, "softirq NET_RX": 3.0, "idle": 420.0}
+            r["hw_events_per_record"] = {"ipi_sent": 0.06, "wakeups": 0.05}
+    (run_dir / "summary.json").write_text(json.dumps(doc))
+    text, _ = report.write_report(run_dir)
+    assert "Where the hardworker CPU goes, µs per record: 2000 Hz x 1024 B" in text
+    assert _line(text, "softirq", "NET_RX").split()[2:] == ["11.00", "3.00", "8.00"]
+    assert _line(text, "role").split()[1:] == ["8.00", "6.00", "2.00"]
+    assert _line(text, "=", "busy,").split()[-3:] == ["19.51", "9.00", "10.51"]  # idle not in it
+    assert "1 smaller parts" in text
+    assert _line(text, "IPIs", "sent", "per").split()[-3:] == ["1.000", "0.060", "0.940"]
+    assert "IPIs sent per record: xdp 1.00, tcp 0.06 - the veth bounce through the bridge" in text
+    # the CSV keeps the dicts as JSON: the same table from summary.csv
+    (run_dir / "summary.json").unlink()
+    from tcpskim.results import COLUMNS
+    import csv
+    with open(run_dir / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows({k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items() if k in COLUMNS}
+                    for r in doc["rows"])
+    assert "IPIs sent per record: xdp 1.00" in report.write_report(run_dir)[0]

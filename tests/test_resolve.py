@@ -36,3 +36,8 @@ def test_ratio_needs_both_modes_resolved():
     assert ratio_allowed([20.1, 19.8, 20.3], [9.7, 9.9, 9.6]) == (True, None)
     ok, why = ratio_allowed([-59.7, -61.0, -58.2], [9.7, 9.9, 9.6])
     assert not ok and why.startswith("xdp not resolved")
+
+
+def test_a_single_positive_trial_per_mode_keeps_its_ratio_without_ci():
+    assert ratio_allowed([9.0], [19.0]) == (True, None)
+    assert not ratio_allowed([-9.0], [19.0])[0]
