@@ -135,7 +135,15 @@ def _run(trial, sensors, wakeup):
     assert win["complete"] and 1.9 < win["elapsed_s"] < 3.0
     # the window counts what arrived during its own (measured) length: 50 Hz per sensor
     assert abs(win["delivered_in_window"] - 50 * win["elapsed_s"] * len(sensors)) <= 3 * len(sensors)
-    assert win["process_cpu_s"] > 0 and win["cpu_busy_s"] > 0 and win["sampler_cpu_s"] > 0
+    assert win["process_cpu_s"] > 0 and win["cpu_busy_s"] > 0 and win["sampler_cpu_s"] == 0  # no sampler
+    # tracepoint attribution of the hardworker's CPUs: the parts add up, the role is in them
+    a = win["attribution"]
+    assert "error" not in a, a
+    assert a["components_s"]["role"] > 0 and a["counters"]["wakeups"] > 0
+    assert a["sum_s"] == pytest.approx(a["elapsed_s"], rel=0.01)
+    assert abs(a["unattributed_s"]) <= 0.05 * a["proc_busy_s"] + 0.01
+    assert a["periods"]["unit"] == "record" and a["periods"]["records"] >= 0.9 * win["delivered_in_window"]
+    assert a["cost"]["events"] > 0 and a["cost"]["ns_per_event"] >= 0
     assert hw["latency_us"]["p50"] > 0 and hw["peak_rss_bytes"] > 1 << 20
     assert lg["stored"] == n_expected * len(sensors) and lg["bad"] == 0 and lg["duplicates"] == 0
     assert lg["accepted"] == len(sensors)
