@@ -19,6 +19,23 @@ reuse it). The fence is ``dmb ish`` on arm64 (4 bytes of machine code in an exec
 called through ctypes, ~0.2 µs) and nothing on x86-64, whose TSO never reorders loads with
 loads or stores with older loads. 8-byte positions are read and written by struct with a
 native ``Q``: one aligned 64-bit access (single-copy atomic) on both architectures.
+
+Acquire/release, pairing by pairing (the kernel side is kernel/bpf/ringbuf.c):
+  producer: write header (busy) -> smp_store_release(producer_pos)  ... our load of
+            producer_pos, then fence 1, makes it an acquire: headers below it are visible;
+  producer: write sample -> xchg(header, len without busy) (full barrier) ... our load of a
+            header without the busy bit, then fence 2, is an acquire: its sample is complete;
+  consumer: copy samples -> fence 3 -> store consumer_pos: a release, so the producer's
+            smp_load_acquire(consumer_pos) never lets it overwrite what we still read.
+
+What scripts/arm64-check shows and does not show. It runs this reader on arm64 kernels under
+QEMU TCG (4 and 16 KiB pages): the layout, the page-size offsets, the double mapping and the
+``dmb ish`` fence code (executed, so at least valid machine code) are exercised for real. The
+ordering is not: the VM has one vCPU (producer and consumer interleave only at interrupts and
+syscalls, which order everything), and TCG on an x86-64 host does not make guest accesses
+weaker than the host's TSO. Whether the three fences suffice on a real weakly ordered CPU is
+argued above, not tested; a Pi running tests/test_xdp_datapath.py (producer in softirq on one
+core, consumer on another) is the test that would show a missing one.
 """
 
 import ctypes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from . import localgit
 from .clock import offset
 from .fleet import Fleet, HostError, HostResult, remote_path
@@ -11,6 +13,28 @@ from .inventory import Host
 UNSUPPORTED_ARCH = {"armv7l": "32-bit ARM: bcc/XDP need Raspberry Pi OS 64-bit (aarch64)",
                     "armv6l": "32-bit ARM: bcc/XDP need Raspberry Pi OS 64-bit (aarch64)",
                     "i686": "32-bit x86 is not supported by bcc's XDP path"}
+
+# Kernels whose verifier was shown to accept bpf/*.c and that passed the XDP tests (README,
+# "Supported hosts"; scripts/arm64-check runs Debian's 6.1 and 6.12 arm64 kernels). Below 6.1
+# the programs are refused; newer kernels are flagged as unverified, not refused.
+SUPPORTED_KERNELS = ((6, 1), (6, 18))
+
+
+def kernel_range(release: str) -> tuple[str | None, str | None]:
+    """(problem, note) for a kernel release string such as ``6.1.0-28-arm64``."""
+    m = re.match(r"(\d+)\.(\d+)", release or "")
+    lo, hi = SUPPORTED_KERNELS
+    span = f"{lo[0]}.{lo[1]}-{hi[0]}.{hi[1]}"
+    if not m:
+        return f"kernel {release!r}: cannot tell its version (supported: {span})", None
+    v = (int(m[1]), int(m[2]))
+    if v < lo:
+        return (f"kernel {release} is older than the supported {span}: the XDP programs need "
+                f"{lo[0]}.{lo[1]}'s verifier and helpers"), None
+    if v > hi:
+        return None, f"newer than the verified {span}"
+    return None, None
+
 
 COLUMNS = ["sudo", "kernel", "arch", "bcc", "headers", "iface", "xdp", "commit", "clock"]
 
@@ -27,6 +51,11 @@ def check_host(fleet: Fleet, host: Host, control_head: str) -> HostResult:
         raise HostError(f"no checkout at {host.checkout}: run invoke deploy")
     c = fleet.hostctl(host, "check", "--interface", host.interface, timeout=180)
     d["kernel"], d["arch"] = c["kernel"], c["arch"]
+    problem, note = kernel_range(c["kernel"])
+    if problem:
+        problems.append(problem)
+    if note:
+        d["kernel"] += f" ({note})"
     if c["arch"] in UNSUPPORTED_ARCH:
         problems.append(UNSUPPORTED_ARCH[c["arch"]])
     d["bcc"], d["headers"] = c.get("bcc"), c.get("headers")
