@@ -9,10 +9,13 @@
  * SKIM_CAPTURE) is dropped, so the logger never ACKs it and the sensor's TCP
  * retransmits. Everything else passes untouched.
  *
+ * The MACs are not constants: they are read per packet from `skim_addrs`
+ * (slot 0 = the hardworker, eth src; slot 1 = the logger, eth dst), kept
+ * current by the guard when a MAC changes.
+ *
  * Compile-time constants (-D, validated by roles/xdp.py):
  *   SKIM_TOS, SKIM_PORT          DSCP marker byte (ECN bits ignored), TCP port
  *   HW_IP, LOGGER_IP             IPv4 addresses as host-order integers
- *   HW_MAC, LOGGER_MAC           6 comma-separated octets
  *   SKIM_CAPTURE                 max payload bytes per segment
  *   SKIM_RINGBUF_PAGES           ring buffer size in pages
  *   SKIM_WAKEUP                  0 (wake-up per record) or BPF_RB_NO_WAKEUP (1)
@@ -45,6 +48,7 @@ struct skim_rec {
 
 BPF_RINGBUF_OUTPUT(events, SKIM_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(counters, __u64, C_MAX);
+BPF_ARRAY(skim_addrs, struct skim_addr, 2);
 
 /* bcc rewrites map calls only outside macros, hence a function */
 static __always_inline void count(__u32 idx)
@@ -59,8 +63,8 @@ int xdp_hardworker(struct xdp_md *ctx)
 {
 	void *data_end = (void *)(long)ctx->data_end;
 	void *data = (void *)(long)ctx->data;
-	static const __u8 hw_mac[ETH_ALEN] = { HW_MAC };
-	static const __u8 logger_mac[ETH_ALEN] = { LOGGER_MAC };
+	__u32 slot_hw = 0, slot_logger = 1;
+	struct skim_addr *hw, *logger;
 	struct hdr_cursor nh = { .pos = data };
 	struct ethhdr *eth;
 	struct iphdr *iph;
@@ -101,6 +105,14 @@ int xdp_hardworker(struct xdp_md *ctx)
 		goto pass;
 
 	count(C_MATCHED);
+	/* Looked up before anything is captured: a segment that cannot be
+	 * forwarded must not be captured either (array lookups never fail). */
+	hw = skim_addrs.lookup(&slot_hw);
+	logger = skim_addrs.lookup(&slot_logger);
+	if (!hw || !logger) {
+		count(C_MALFORMED);
+		return XDP_DROP;
+	}
 	{
 		__u32 tot = skim_ntohs(iph->tot_len);
 		__u32 hdrs = iph->ihl * 4 + tcplen;
@@ -172,8 +184,8 @@ forward:
 	eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return XDP_DROP;
-	__builtin_memcpy(eth->h_dest, logger_mac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, hw_mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, logger->mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, hw->mac, ETH_ALEN);
 	ipv4_tcp_set_addr(iph, tcph, &iph->daddr, skim_htonl(LOGGER_IP));
 	count(C_FORWARDED);
 	return XDP_TX;

@@ -6,8 +6,9 @@
  * checksums updated, XDP_PASS, so the sensor's socket (connected to HW_IP)
  * accepts them. Everything else passes untouched.
  *
- * Constants (-D): SKIM_PORT, SENSOR_IP, HW_IP, LOGGER_IP (host-order ints),
- * HW_MAC (6 octets).
+ * Constants (-D): SKIM_PORT, SENSOR_IP, HW_IP, LOGGER_IP (host-order ints).
+ * HW_MAC is read per packet from `skim_addrs` slot 0, kept current by the
+ * guard when the hardworker's MAC changes.
  */
 #include "skim.h"
 
@@ -19,6 +20,7 @@ enum skim_counter {
 };
 
 BPF_PERCPU_ARRAY(counters, __u64, C_MAX);
+BPF_ARRAY(skim_addrs, struct skim_addr, 1);
 
 /* bcc rewrites map calls only outside macros, hence a function */
 static __always_inline void count(__u32 idx)
@@ -33,7 +35,8 @@ int xdp_sensor(struct xdp_md *ctx)
 {
 	void *data_end = (void *)(long)ctx->data_end;
 	void *data = (void *)(long)ctx->data;
-	static const __u8 hw_mac[ETH_ALEN] = { HW_MAC };
+	__u32 slot_hw = 0;
+	struct skim_addr *hw;
 	struct hdr_cursor nh = { .pos = data };
 	struct ethhdr *eth;
 	struct iphdr *iph;
@@ -58,7 +61,10 @@ int xdp_sensor(struct xdp_md *ctx)
 	if (tcph->source != skim_htons(SKIM_PORT))
 		goto pass;
 
-	__builtin_memcpy(eth->h_source, hw_mac, ETH_ALEN);
+	hw = skim_addrs.lookup(&slot_hw);
+	if (!hw)
+		goto malformed;
+	__builtin_memcpy(eth->h_source, hw->mac, ETH_ALEN);
 	ipv4_tcp_set_addr(iph, tcph, &iph->saddr, skim_htonl(HW_IP));
 	count(C_REWRITTEN);
 	return XDP_PASS;

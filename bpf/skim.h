@@ -152,4 +152,14 @@ static __always_inline void ipv4_tcp_set_addr(struct iphdr *iph, struct tcphdr *
 	skim_csum_replace4(&tcph->check, from, to);
 }
 
+/* Addresses that can change at run time (a replaced board, Wi-Fi MAC
+ * randomisation): one entry per MAC a program writes, in a small array read
+ * per packet (`skim_addrs`). The role fills it at load; the guard rewrites the
+ * entry whose `ip` changed its MAC (roles/bpfmap.py). */
+struct skim_addr {
+	__be32 ip;           /* network order: whose MAC this is */
+	__u8 mac[ETH_ALEN];
+	__u16 pad;
+};
+
 #endif /* SKIM_H */

@@ -29,6 +29,14 @@ def _sum_counters(bpf, names):
     return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(names)}
 
 
+def set_addrs(bpf, addrs):
+    """Fill the program's address map (slot i = (ip, mac)) before it is attached; the guard
+    keeps it current afterwards (roles.bpfmap)."""
+    from roles import bpfmap
+
+    bpfmap.fill(bpf[bpfmap.MAP_NAME.encode()].map_fd, addrs)
+
+
 class _Attached:
     """attach/detach/close shared by both roles."""
 
@@ -87,14 +95,15 @@ class HardworkerSkim(_Attached):
         if xdp_mode not in xdp.MODES:
             raise ValueError(f"xdp_mode: must be one of {xdp.MODES}, got {xdp_mode!r}")
         xdp._check_ifname(interface)
+        xdp.compile_flags(HW_MAC=hw_mac, LOGGER_MAC=logger_mac)  # validated; they go in the map
         flags = xdp.compile_flags(
-            SKIM_TOS=tos, SKIM_PORT=port, HW_IP=hw_ip, LOGGER_IP=logger_ip, HW_MAC=hw_mac,
-            LOGGER_MAC=logger_mac, SKIM_CAPTURE=capture_bytes, SKIM_RINGBUF_BYTES=ringbuf_bytes,
-            SKIM_WAKEUP=WAKEUPS[wakeup])
+            SKIM_TOS=tos, SKIM_PORT=port, HW_IP=hw_ip, LOGGER_IP=logger_ip,
+            SKIM_CAPTURE=capture_bytes, SKIM_RINGBUF_BYTES=ringbuf_bytes, SKIM_WAKEUP=WAKEUPS[wakeup])
         self.interface, self.xdp_mode, self.wakeup = interface, xdp_mode, wakeup
         self.capture_bytes = capture_bytes
         self.attached_mode = None
         self.bpf = xdp.load("hardworker.c", flags)
+        set_addrs(self.bpf, [(hw_ip, hw_mac), (logger_ip, logger_mac)])
         events = self.bpf[b"events"]
         self.reader = RingReader(events.map_fd, int(events.max_entries))
 
@@ -136,11 +145,12 @@ class SensorSkim(_Attached):
         xdp._check_ifname(interface)
         # the logger's replies carry no marker; tos is validated for symmetry only
         xdp.compile_flags(SKIM_TOS=tos)
-        flags = xdp.compile_flags(SKIM_PORT=port, SENSOR_IP=sensor_ip, HW_IP=hw_ip,
-                                  LOGGER_IP=logger_ip, HW_MAC=hw_mac)
+        xdp.compile_flags(HW_MAC=hw_mac)  # validated; it goes in the map
+        flags = xdp.compile_flags(SKIM_PORT=port, SENSOR_IP=sensor_ip, HW_IP=hw_ip, LOGGER_IP=logger_ip)
         self.interface, self.xdp_mode = interface, xdp_mode
         self.attached_mode = None
         self.bpf = xdp.load("sensor.c", flags)
+        set_addrs(self.bpf, [(hw_ip, hw_mac)])
 
     def counters(self):
         return _sum_counters(self.bpf, SENSOR_COUNTERS)
