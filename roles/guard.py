@@ -157,6 +157,7 @@ class Guard:
         self._update_link(self.ipr.get_links(idx[0])[0])
         fixed = self.pins.sync(reason)
         self.journal("resync", reason=reason, repaired=fixed)
+        self.macs.sync_xdp(reason)
 
     def _update_link(self, msg) -> list:
         """Take in a link message of our interface; returns what changed."""
@@ -189,6 +190,8 @@ class Guard:
             self.macs.configure(self.cfg)
         if self.link["up"] and ("mac" in changed or came_up):
             self.macs.announce_soon("own MAC changed" if "mac" in changed else "link up")
+        if "xdp" in changed or "mac" in changed:
+            self.macs.sync_xdp("XDP program attached" if "xdp" in changed else "own MAC changed")
 
     def read_netlink(self) -> None:
         from roles import nlwatch

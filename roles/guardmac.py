@@ -5,7 +5,10 @@ A PERMANENT neighbour entry is never updated by received ARP, so the guard liste
 differs from the pin is that peer's new MAC; it is checked (unicast, not all zeros), kept in
 ``learned.json`` with its time, and the pin follows. The guard's own MAC is watched through
 RTM_NEWLINK (in ``roles.guard``); a change, or the link coming back up, is announced by
-gratuitous ARP now and after 0.5 s and 2 s (a broadcast on Wi-Fi can be lost).
+gratuitous ARP now and after 0.5 s and 2 s (a broadcast on Wi-Fi can be lost). Either kind of
+change, and a newly attached program, also rewrites the XDP program's address map
+(``roles.bpfmap``): the hardworker's bounce towards the logger and the sensor's rewrite of
+the logger's replies follow without a restart.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ class MacWatch:
     def __init__(self, guard):
         self.g = guard
         self.listener = None
-        self.on_change = []  # callables(ip, mac): a learnt MAC (the XDP programs' map hooks here)
 
     def configure(self, old_cfg) -> None:
         """Open, re-filter or close the listener for the guard's (new) config."""
@@ -76,8 +78,30 @@ class MacWatch:
         guardcfg.write_json(path, learned)
         self.g.journal("learn", ip=ip, old=old, mac=mac, source=source)
         pins.repair(ip, f"peer MAC changed {old} -> {mac}")
-        for fn in self.on_change:
-            fn(ip, mac)
+        self.sync_xdp(f"peer {ip} MAC changed")
+
+    def sync_xdp(self, reason: str) -> None:
+        """Bring the address map of the XDP program on the interface (if it is one of ours) up
+        to date: peers' MACs as pinned, this host's own addresses with its link's MAC."""
+        from roles import bpfmap
+
+        g = self.g
+        prog = g.link["xdp"]
+        if not prog:
+            return
+        macs = {ip: w["mac"] for ip, w in g.pins.want.items()}
+        if g.link["mac"] and g.link["ifindex"] is not None:
+            for a in g.ipr.get_addr(index=g.link["ifindex"], family=2):
+                macs[a.get_attr("IFA_ADDRESS")] = g.link["mac"]
+        try:
+            changes = bpfmap.sync_prog(prog, macs)
+        except OSError as exc:
+            g.journal("error", error=f"XDP program {prog}: {exc}", reason=reason)
+            return
+        if changes is None:
+            return  # not a tcpskim program
+        for c in changes:
+            g.journal("xdp", prog_id=prog, reason=reason, **c)
 
     def announce(self, why: str) -> None:
         g = self.g

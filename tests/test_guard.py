@@ -321,3 +321,78 @@ def test_quiet_guard_uses_no_cpu(lab):
     used = cpu_ns(pid) - before
     print(f"guard CPU over 60 s quiet: {used} ns")
     assert used < 1_000_000
+
+
+XDP_HOLDER = """
+import sys
+from roles.skim import HardworkerSkim, SensorSkim
+kind, ip, mac, other_ip, other_mac = sys.argv[1:6]
+if kind == "hardworker":
+    skim = HardworkerSkim(interface="eth0", hw_ip=ip, hw_mac=mac, logger_ip=other_ip, logger_mac=other_mac,
+                          tos=0x68, port=12345, wakeup="batch")
+else:
+    skim = SensorSkim(interface="eth0", sensor_ip=ip, hw_ip=other_ip, hw_mac=other_mac, logger_ip="198.18.0.243",
+                      tos=0x68, port=12345)
+try:
+    skim.attach()
+    print("attached", flush=True)
+    sys.stdin.read()  # until the test closes it
+finally:
+    skim.close()
+"""
+
+
+def _have_bcc():
+    try:
+        import bcc  # noqa: F401
+        return True
+    except Exception:
+        return False
+
+
+def xdp_addrs(lab, h):
+    from roles import bpfmap
+
+    link = json.loads(lab.ip(h, "-j", "-d", "link", "show", "eth0").stdout)[0]
+    prog = link.get("xdp", {}).get("prog", {}).get("id")
+    fd = bpfmap._fd_by_id(bpfmap.PROG_GET_FD_BY_ID, prog)
+    try:
+        for map_id in bpfmap.prog_map_ids(fd):
+            mfd = bpfmap._fd_by_id(bpfmap.MAP_GET_FD_BY_ID, map_id)
+            try:
+                info = bpfmap.map_info(mfd)
+                if info["name"] == bpfmap.MAP_NAME:
+                    return bpfmap.read_addrs(mfd, info["max_entries"])
+            finally:
+                os.close(mfd)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not _have_bcc(), reason="bcc is not importable by this python")
+def test_mac_changes_reach_the_running_xdp_programs(lab):
+    """a runs the hardworker program (logger = c), b the sensor program (hardworker = a). The
+    programs' address maps follow a's and c's MAC changes within 2 s; nothing is restarted."""
+    holders = []
+    try:
+        for h, kind, other in (("a", "hardworker", "c"), ("b", "sensor", "a")):
+            p = subprocess.Popen(["ip", "netns", "exec", NS[h], sys.executable, "-c", XDP_HOLDER, kind, IP[h], MAC[h],
+                                  IP[other], MAC[other]], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True)
+            holders.append(p)
+            assert p.stdout.readline().strip() == "attached"
+        assert xdp_addrs(lab, "a") == [(IP["a"], MAC["a"]), (IP["c"], MAC["c"])]
+        assert xdp_addrs(lab, "b") == [(IP["a"], MAC["a"])]
+        new_a, new_c = "02:00:c6:12:00:a1", "02:00:c6:12:00:c1"
+        lab.ip("a", "link", "set", "dev", "eth0", "address", new_a)
+        wait_for(lambda: xdp_addrs(lab, "a")[0] == (IP["a"], new_a) and xdp_addrs(lab, "b") == [(IP["a"], new_a)], 2.0)
+        lab.ip("c", "link", "set", "dev", "eth0", "address", new_c)
+        wait_for(lambda: xdp_addrs(lab, "a") == [(IP["a"], new_a), (IP["c"], new_c)], 2.0)
+        xdp_events = [e for e in lab.events("a") if e["kind"] == "xdp"]
+        assert {(e["slot"], e["mac"]) for e in xdp_events} == {(0, new_a), (1, new_c)}
+        assert all(p.poll() is None for p in holders)  # the roles' programs were never restarted
+    finally:
+        for p in holders:
+            with contextlib.suppress(Exception):
+                p.stdin.close()
+                p.wait(timeout=20)
