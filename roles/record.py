@@ -7,9 +7,10 @@ A record is a fixed 40-byte header followed by the payload (network byte order):
 
 ``header_crc`` is the CRC32 of the 36 bytes before it: a corrupted length field can never
 make the stream cutter swallow a wrong number of bytes, and resynchronising on the magic
-after garbage cannot lock onto a false header. The payload is derived from ``seq`` (a
-fixed pseudo-random pattern read at an offset picked by ``seq``), so any receiver can
-verify content, not only length; producing it is one slice copy.
+after garbage cannot lock onto a false header. The payload is derived from ``seq``, so any
+receiver can verify content, not only length: its first four bytes are the sensor's signal
+(``signal(seq)``, a signed 32-bit big-endian value the delivery filters look at), the rest a
+fixed pseudo-random pattern read at an offset picked by ``seq``.
 """
 
 import random
@@ -27,6 +28,9 @@ HEADER_SIZE = _HDR.size + _CRC.size  # 40
 MAX_PAYLOAD = 1 << 20
 U32, U64 = (1 << 32) - 1, (1 << 64) - 1
 
+SIGNAL_SEED = 0x5EED0001
+_SIGNAL = struct.Struct("!i")  # the payload's first bytes: the signal the filters look at
+SIGNAL_BYTES = _SIGNAL.size
 _PERIOD = 4093  # prime: consecutive seqs start at well-spread offsets
 _BASE = random.Random(0x7C5C1A).randbytes(_PERIOD)
 _pattern = _BASE * 2
@@ -83,13 +87,36 @@ class Record(NamedTuple):
     payload: bytes
 
 
+def signal(seq: int) -> int:
+    """The sensor's signal in record ``seq``: a slow triangle wave in [-1000, 1000] (period
+    1000 records, slope 4 per record) with +-10 of noise, and a rare excursion of +-5000
+    (about 1 record in 100). Integer-only, so every host derives the same value; seeded by
+    the record format itself, so any receiver can check it."""
+    h = (seq * 0x9E3779B1 + SIGNAL_SEED) & U32
+    h ^= h >> 15
+    h = (h * 0x85EBCA6B) & U32
+    h ^= h >> 13
+    t = seq % 1000
+    v = (t if t < 500 else 1000 - t) * 4 - 1000 + (h >> 8) % 21 - 10
+    if h % 100 == 0:
+        v += 5000 if h & 0x100 else -5000
+    return v
+
+
 def payload_for(seq: int, size: int) -> bytes:
-    """The deterministic payload of record ``seq`` (``size`` bytes)."""
+    """The deterministic payload of record ``seq`` (``size`` bytes): the signal (i32,
+    big-endian) in its first four bytes, then a pseudo-random pattern picked by ``seq``."""
     global _pattern
     if size + _PERIOD > len(_pattern):
         _pattern = _BASE * ((size + _PERIOD) // _PERIOD + 1)
     off = (seq * 2654435761) % _PERIOD
-    return _pattern[off:off + size]
+    sig = _SIGNAL.pack(signal(seq))
+    return sig[:size] + _pattern[off:off + size - SIGNAL_BYTES] if size > SIGNAL_BYTES else sig[:size]
+
+
+def signal_of(payload) -> int | None:
+    """The signal value a payload carries, None when it is too short to carry one."""
+    return _SIGNAL.unpack_from(payload)[0] if len(payload) >= SIGNAL_BYTES else None
 
 
 def encode(sensor_id: int, seq: int, send_ns: int, size: int) -> bytes:
