@@ -200,9 +200,12 @@ def accept_host_keys(c, inventory=None, hosts=None):
                     "experiment.idle is false; --no-idle to skip)",
             "tag": "a word appended to the run id",
             "work-us": "simulated decision work per record on the hardworker, microseconds",
+            "deliver": "what the hardworker is promised, same in both modes: all, "
+                       "filter:outside:LO..HI, filter:deadband:D, filter:every:N or latest[:HZ] "
+                       "(default: inventory, else all); the logger always stores every record",
             "progress": "show a progress bar (default on when the terminal is interactive)"})
 def run_experiment(c, inventory=None, rate=None, size=None, duration=None, warmup=None, modes=None, repeat=None,
-                   wakeup=None, sensors=1, idle=True, tag="", work_us=None, progress=True):
+                   wakeup=None, sensors=1, idle=True, tag="", work_us=None, deliver=None, progress=True):
     """Run trials (idle baseline, xdp, tcp) and measure the hardworker; results/<run-id>/."""
     from tcpskim.experiment import RunFailed, Runner
     from tcpskim.plan import params
@@ -212,7 +215,7 @@ def run_experiment(c, inventory=None, rate=None, size=None, duration=None, warmu
         p = params(inv.experiment, rate=rate, size=size, duration=duration, warmup=warmup, modes=modes,
                    repeat=repeat, wakeup=wakeup, sensors=sensors,
                    idle=idle and inv.experiment["idle"], tag=tag,  # either one turns idle off
-                   max_sensors=len(inv.sensors), work_us=work_us)
+                   max_sensors=len(inv.sensors), work_us=work_us, deliver=deliver)
     except inventory_mod.InventoryError as exc:
         raise Exit(f"error: {exc}", code=2) from None
     with _fleet(c, inv) as fleet:

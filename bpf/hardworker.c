@@ -21,6 +21,7 @@
  *   SKIM_WAKEUP                  0 (wake-up per record) or BPF_RB_NO_WAKEUP (1)
  */
 #include "skim.h"
+#include "deliver.h"
 
 enum skim_counter {
 	C_MATCHED = 0,      /* segments of the skimmed stream (TOS, daddr, dport) */
@@ -31,6 +32,9 @@ enum skim_counter {
 	C_MALFORMED,        /* truncated or bogus headers: passed (or dropped if matched) */
 	C_FRAGMENTS,        /* marked IPv4 fragments to HW_IP: dropped (cannot be matched by port) */
 	C_FORWARDED,        /* XDP_TX to the logger (captured + pure ACKs) */
+	C_UNCAPTURED,       /* filter/latest: forwarded without a ring record */
+	C_DROPPED_ORDER,    /* filter/latest: behind a hole or before a SYN: sensor resends */
+	C_MAILBOX,          /* latest: records written into the mailbox */
 	C_MAX,
 };
 
@@ -40,9 +44,10 @@ struct skim_rec {
 	__be32 saddr;  /* network order, as on the wire */
 	__u16 sport;   /* host order */
 	__u8 flags;    /* TCP flags byte */
-	__u8 pad;
+	__u8 kind;     /* SKIM_KIND_RAW: segment bytes; SKIM_KIND_RECORD: one whole record */
 	__u32 seq;     /* host order */
 	__u32 len;     /* payload bytes that follow */
+	__u32 base;    /* filter/latest: the flow's evaluated frontier (next seq) before this */
 	__u8 data[SKIM_CAPTURE];
 };
 
@@ -59,6 +64,77 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
+#if SKIM_DELIVER != SKIM_DELIVER_ALL
+static __always_inline struct skim_flow *skim_flow_lookup(struct skim_flow_key *k)
+{
+	return flows.lookup(k);
+}
+
+static __always_inline void skim_flow_set(struct skim_flow_key *k, struct skim_flow *v)
+{
+	flows.update(k, v);
+}
+
+static __always_inline void skim_flow_delete(struct skim_flow_key *k)
+{
+	flows.delete(k);
+}
+#endif
+#if SKIM_DELIVER == SKIM_DELIVER_LATEST
+static __always_inline struct skim_slot *skim_slot_lookup(int *idx)
+{
+	return mailbox.lookup(idx);
+}
+#endif
+
+/* Copy a segment's addresses, seq, flags and `plen` payload bytes (at packet offset `off`)
+ * into the ring. Returns 0, or -1 when the segment must be dropped (ring full, bad length):
+ * no ACK without capture. */
+static __always_inline int capture(struct xdp_md *ctx, struct iphdr *iph, struct tcphdr *tcph,
+				   __u8 flags, __u8 kind, __u32 seq, __u32 base, __u32 off,
+				   __u32 plen)
+{
+	struct skim_rec *rec;
+
+	rec = events.ringbuf_reserve(sizeof(struct skim_rec));
+	if (!rec) {
+		count(C_DROPPED_FULL);
+		return -1;
+	}
+	rec->saddr = iph->saddr;
+	rec->sport = skim_ntohs(tcph->source);
+	rec->flags = flags;
+	rec->kind = kind;
+	rec->seq = seq;
+	rec->base = base;
+	rec->len = plen;
+	/* The verifier needs 0 < len <= sizeof(data) on the very register passed
+	 * to the helper. clang re-derives checked values from copies, and fuses
+	 * `n == 0 || n > CAP` into one unsigned range compare (n - 1 > CAP - 1)
+	 * on a copy the 6.1 verifier cannot link back to n. So: pin n with an
+	 * empty asm, then two separate signed checks with a barrier between
+	 * them, each bounding the register that reaches the helper. */
+	if (plen > 0) {
+		__s64 n = plen;
+		long err = -1;
+
+		asm volatile("" : "+r"(n));
+		if (n > 0) {
+			asm volatile("" : "+r"(n));
+			if (n <= SKIM_CAPTURE)
+				err = bpf_xdp_load_bytes(ctx, off, rec->data, n);
+		}
+		if (err < 0) {
+			events.ringbuf_discard(rec, 0);
+			count(C_MALFORMED);
+			return -1;
+		}
+	}
+	events.ringbuf_submit(rec, SKIM_WAKEUP);
+	count(C_CAPTURED);
+	return 0;
+}
+
 int xdp_hardworker(struct xdp_md *ctx)
 {
 	void *data_end = (void *)(long)ctx->data_end;
@@ -69,9 +145,8 @@ int xdp_hardworker(struct xdp_md *ctx)
 	struct ethhdr *eth;
 	struct iphdr *iph;
 	struct tcphdr *tcph;
-	struct skim_rec *rec;
 	int tcplen, ipproto;
-	__u32 plen, off;
+	__u32 plen;
 	__u8 flags;
 
 	if (parse_ethhdr(&nh, data_end, &eth) < 0) {
@@ -135,46 +210,41 @@ int xdp_hardworker(struct xdp_md *ctx)
 		return XDP_DROP;
 	}
 	flags = tcp_flags(tcph);
+#if SKIM_DELIVER != SKIM_DELIVER_ALL
+	{
+		struct skim_step st = {};
+		__u32 off = nh.pos - data;
+		enum skim_act act = skim_policy(ctx, iph, tcph, off, plen, flags, &st);
+
+		if (act == ACT_DROP) {
+			count(C_DROPPED_ORDER);
+			return XDP_DROP;
+		}
+		if (act == ACT_CAPTURE &&
+		    capture(ctx, iph, tcph, flags, st.kind, st.cap_seq, st.base, off, st.cap_len) < 0)
+			return XDP_DROP;
+#if SKIM_DELIVER == SKIM_DELIVER_LATEST
+		if (st.mailbox) {
+			if (skim_mailbox_put(ctx, off, st.sid) < 0) {
+				count(C_MALFORMED);
+				return XDP_DROP;
+			}
+			count(C_MAILBOX);
+		}
+#endif
+		skim_commit(&st);
+		if (act == ACT_FORWARD)
+			count(C_UNCAPTURED);
+		goto forward;
+	}
+#endif
 	/* Pure ACKs carry nothing for the reassembler: forward without a record. */
 	if (plen == 0 && !(flags & (SKIM_SYN | SKIM_FIN | SKIM_RST)))
 		goto forward;
 
-	rec = events.ringbuf_reserve(sizeof(struct skim_rec));
-	if (!rec) {
-		count(C_DROPPED_FULL);
+	if (capture(ctx, iph, tcph, flags, SKIM_KIND_RAW, skim_ntohl(tcph->seq), 0,
+		    nh.pos - data, plen) < 0)
 		return XDP_DROP;
-	}
-	rec->saddr = iph->saddr;
-	rec->sport = skim_ntohs(tcph->source);
-	rec->flags = flags;
-	rec->pad = 0;
-	rec->seq = skim_ntohl(tcph->seq);
-	rec->len = plen;
-	off = nh.pos - data;
-	/* The verifier needs 0 < len <= sizeof(data) on the very register passed
-	 * to the helper. clang re-derives checked values from copies, and fuses
-	 * `n == 0 || n > CAP` into one unsigned range compare (n - 1 > CAP - 1)
-	 * on a copy the 6.1 verifier cannot link back to n. So: pin n with an
-	 * empty asm, then two separate signed checks with a barrier between
-	 * them, each bounding the register that reaches the helper. */
-	if (plen > 0) {
-		__s64 n = plen;
-		long err = -1;
-
-		asm volatile("" : "+r"(n));
-		if (n > 0) {
-			asm volatile("" : "+r"(n));
-			if (n <= SKIM_CAPTURE)
-				err = bpf_xdp_load_bytes(ctx, off, rec->data, n);
-		}
-		if (err < 0) {
-			events.ringbuf_discard(rec, 0);
-			count(C_MALFORMED);
-			return XDP_DROP;
-		}
-	}
-	events.ringbuf_submit(rec, SKIM_WAKEUP);
-	count(C_CAPTURED);
 
 forward:
 	/* The load helper does not invalidate packet pointers, but re-check the

@@ -141,3 +141,19 @@ def bpf_defines(policy: Policy) -> dict[str, int]:
             "SKIM_FILTER": FILTERS.index(policy.filter) + 1 if policy.filter else 0,
             "SKIM_LO": policy.lo, "SKIM_HI": policy.hi, "SKIM_DEADBAND": policy.deadband,
             "SKIM_EVERY": policy.every}
+
+
+def expected(policy: Policy, sent: int) -> int | None:
+    """How many of one sensor's records 0..sent-1 the policy delivers (None for latest: that
+    depends on when the hardworker decides). A replay of the predicate in order, so the
+    control side can check a trial's delivered count without the records."""
+    if policy.kind == "all":
+        return sent
+    if policy.kind == "latest":
+        return None
+    if policy.filter == "every":
+        return (sent + policy.every - 1) // policy.every
+    from roles.record import signal  # stdlib-only too; imported late to keep this module light
+
+    m = policy.matcher()
+    return sum(m.match(s, signal(s)) for s in range(sent))

@@ -33,7 +33,12 @@ _KINDS = {
     "HW_IP": "ip", "LOGGER_IP": "ip", "SENSOR_IP": "ip",
     "HW_MAC": "mac", "LOGGER_MAC": "mac",
     "SKIM_CAPTURE": "capture", "SKIM_RINGBUF_BYTES": "ringbuf", "SKIM_WAKEUP": "wakeup",
+    # delivery policy (roles/delivery.py: bpf_defines)
+    "SKIM_DELIVER": "deliver", "SKIM_FILTER": "filter", "SKIM_LO": "i32", "SKIM_HI": "i32",
+    "SKIM_DEADBAND": "i32", "SKIM_EVERY": "every", "SKIM_RECORD_LEN": "capture",
 }
+_INT_RANGES = {"deliver": (0, 2), "filter": (0, 3), "i32": (-(1 << 31), (1 << 31) - 1),
+               "every": (1, 1_000_000)}
 
 
 def _render(key, kind, value):
@@ -60,6 +65,8 @@ def _render(key, kind, value):
     if kind == "port" and not 1 <= value <= 65535:
         raise bad
     if kind == "capture" and not 1 <= value <= 9000:
+        raise bad
+    if kind in _INT_RANGES and not _INT_RANGES[kind][0] <= value <= _INT_RANGES[kind][1]:
         raise bad
     if kind == "wakeup" and value not in (0, 1, 2):  # 0, BPF_RB_NO_WAKEUP, BPF_RB_FORCE_WAKEUP
         raise bad

@@ -16,6 +16,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from roles import delivery
+
 ROLES = ("sensor", "hardworker", "logger")
 MODES = ("xdp", "tcp")
 XDP_MODES = ("generic", "native", "auto")
@@ -187,7 +189,7 @@ _CONTROL_IFACE = re.compile(r"^[A-Za-z0-9 _.()-]{1,64}$")
 _TOP = {"testbed", "lab", "ssh", "code", "marker", "experiment", "control", "hosts"}
 _HOST = {"role", "ip", "interface", "mac", "ssh_host", "ssh_port", "ssh_user", "ssh_key",
          "checkout", "python", "cpus"}
-_EXPERIMENT = {"rate", "size", "duration", "warmup", "tail", "modes", "repeat", "wakeup",
+_EXPERIMENT = {"rate", "size", "duration", "warmup", "tail", "modes", "repeat", "wakeup", "deliver",
                "xdp_mode", "ringbuf_bytes", "capture_bytes", "work_us", "idle"}
 
 
@@ -365,6 +367,11 @@ def _experiment(f, table) -> dict:
         parse_wakeup(wakeup)
     except InventoryError:
         e.fail("experiment.wakeup", wakeup, "is not 'per-record' or 'batch:<N>ms' with N in 1..10000")
+    deliver = e.get("deliver", str, "all")
+    try:
+        deliver = str(delivery.parse(deliver))
+    except delivery.DeliverError as exc:
+        e.fail("experiment.deliver", deliver, str(exc)[len(repr(deliver)):].lstrip(": "))
     xdp_mode = e.get("xdp_mode", str, "generic")
     if xdp_mode not in XDP_MODES:
         e.fail("experiment.xdp_mode", xdp_mode, f"is not one of {', '.join(XDP_MODES)}")
@@ -380,6 +387,7 @@ def _experiment(f, table) -> dict:
         "modes": modes,
         "repeat": e.int_range("repeat", 1, 1000, 3),
         "wakeup": wakeup,
+        "deliver": deliver,
         "xdp_mode": xdp_mode,
         "ringbuf_bytes": ring,
         "capture_bytes": e.int_range("capture_bytes", 1448, 9000, 1448),

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from roles import delivery
+
 from .inventory import Host, InventoryError, parse_wakeup
 
 STARTUP_S = {"xdp": 9.0, "tcp": 3.0, "idle": 3.0}  # measured here: bcc compiles take seconds
@@ -73,12 +75,13 @@ class Params:
     idle: bool
     tag: str
     work_us: float = 0.0
+    deliver: str = "all"
 
     def as_dict(self) -> dict:
         return {"rates": list(self.rates), "sizes": list(self.sizes), "duration_s": self.duration_s,
                 "warmup_s": self.warmup_s, "tail_s": self.tail_s, "modes": list(self.modes),
                 "repeat": self.repeat, "wakeup": self.wakeup, "sensors": self.sensors, "idle": self.idle,
-                "tag": self.tag, "work_us": self.work_us}
+                "tag": self.tag, "work_us": self.work_us, "deliver": self.deliver}
 
 
 def _list(text, conv, name, lo, hi):
@@ -110,7 +113,7 @@ def _one(value, conv, name, lo, hi):
 
 
 def params(defaults: dict, *, rate=None, size=None, duration=None, warmup=None, modes=None, repeat=None,
-           wakeup=None, sensors=1, idle=None, tag="", max_sensors=1, work_us=None) -> Params:
+           wakeup=None, sensors=1, idle=None, tag="", max_sensors=1, work_us=None, deliver=None) -> Params:
     """Task options over inventory defaults; every bad option is a one-line error naming it."""
     modes_t = tuple(m.strip() for m in (modes or ",".join(defaults["modes"])).split(",") if m.strip())
     for m in modes_t:
@@ -129,6 +132,11 @@ def params(defaults: dict, *, rate=None, size=None, duration=None, warmup=None, 
         sensors = _one(sensors, int, "sensors", 1, max_sensors)
     except InventoryError as exc:
         raise InventoryError(f"{exc} (sensor hosts in the inventory)") from None
+    dl = deliver or defaults.get("deliver", "all")
+    try:
+        policy = delivery.parse(dl)
+    except delivery.DeliverError as exc:
+        raise InventoryError(f"--deliver: {exc}") from None
     rep = _one(repeat if repeat is not None else defaults["repeat"], int, "repeat", 1, 1000)
     dur = _one(duration if duration is not None else defaults["duration"], float, "duration", 0.5, 86400)
     wu = _one(warmup if warmup is not None else defaults["warmup"], float, "warmup", 0, 3600)
@@ -138,7 +146,7 @@ def params(defaults: dict, *, rate=None, size=None, duration=None, warmup=None, 
         sizes=_list(size if size is not None else defaults["size"], int, "size", 0, 65_000),
         duration_s=dur, warmup_s=wu, tail_s=float(defaults["tail"]), modes=modes_t, repeat=rep,
         wakeup=wk, sensors=sensors, idle=bool(defaults["idle"] if idle is None else idle), tag=tag or "",
-        work_us=work)
+        work_us=work, deliver=str(policy))
 
 
 def trials(p: Params) -> list[Trial]:

@@ -14,12 +14,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from roles import delivery
+
 from . import components
 
 COLUMNS = ["run_id", "trial", "mode", "rate_hz", "size_bytes", "duration_s", "repeat", "sent", "delivered",
            "logged", "lost", "duplicates", "corrupt", "hw_busy_cpu_s", "hw_idle_baseline_cpu_s",
            "hw_cpu_us_per_record", "hw_process_cpu_us_per_record", "bpf_ns_per_packet", "ctx_switches",
            "peak_rss_bytes", "latency_p50_us", "latency_p99_us", "achieved_rate_hz", "status", "wakeup",
+           "deliver", "expected", "skipped", "hw_cpu_us_per_sent_record",
            "hw_sampler_cpu_s", "send_lateness_p99_us", "hw_wake_cost_us", "hw_softirq_share",
            # tracepoint attribution of the hardworker's dedicated CPU (tcpskim.components)
            "hw_attr_us_per_record", "hw_components_us", "hw_events_per_record", "hw_unattributed_us",
@@ -150,11 +153,35 @@ def trial_row(run_id: str, trial, p, summaries: dict, idle_rate: dict) -> dict:
         # how late the sensors sent against their schedule (worst sensor)
         send_lateness_p99_us=max(((s.get("lateness_us") or {}).get("p99") or 0.0 for s in sensors), default=None),
     )
-    if row["delivered"] is not None:  # records missing after the last delivered one are lost too
-        # delivered counts each record once (duplicates apart); a corrupt record arrived, damaged
-        row["lost"] = max(row["lost"] or 0, row["sent"] - row["delivered"] - (row["corrupt"] or 0))
-    if row["lost"] or row["duplicates"] or row["corrupt"] or row["delivered"] != row["sent"] \
-            or row["logged"] != row["sent"] or not win.get("complete"):
+    _deliver_counts(row, hw, sensors, p, trial, elapsed, busy, baseline)
+    if row["lost"] or row["duplicates"] or row["corrupt"] or row["logged"] != row["sent"] \
+            or (row["expected"] is not None and row["delivered"] != row["expected"]) \
+            or hw.get("policy_mismatch") or not win.get("complete"):
         row["status"] = "incomplete"
     row.update(components.row_fields(win))
     return row
+
+
+def _deliver_counts(row, hw, sensors, p, trial, elapsed, busy, baseline) -> None:
+    """What the delivery policy promised and what it skipped; CPU per *sent* record.
+
+    ``expected`` replays the policy over each sensor's sent records (all: every one; filter:
+    the matching ones; latest: none promised, so None). Records missing from what was
+    promised are lost; a latest decision skips the records it superseded."""
+    policy = delivery.parse(getattr(p, "deliver", "all"))
+    exp = [delivery.expected(policy, s.get("sent", 0)) for s in sensors]
+    row["deliver"] = str(policy)
+    row["expected"] = None if None in exp else sum(exp)
+    if row["delivered"] is not None and row["expected"] is not None:
+        # delivered counts each record once (duplicates apart); a corrupt record arrived, damaged
+        row["lost"] = max(row["lost"] or 0, row["expected"] - row["delivered"] - (row["corrupt"] or 0))
+    if policy.kind == "latest":
+        row["lost"] = 0  # superseded records are skipped by contract, counted below
+        row["skipped"] = ((hw.get("policy") or {}).get("latest") or {}).get("skipped")
+    elif row["delivered"] is not None:
+        row["skipped"] = row["sent"] - row["delivered"] - (row["lost"] or 0) - (row["corrupt"] or 0)
+    # The hardworker's cost of the whole stream: per record the sensors sent in the window
+    # (they pace exactly; achieved_rate_hz says how well), whatever the policy let through.
+    n_sent = trial.rate_hz * elapsed * len(sensors) if elapsed else 0
+    row["hw_cpu_us_per_sent_record"] = ((busy - (baseline or 0.0)) / n_sent * 1e6) \
+        if busy is not None and n_sent else None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from roles import delivery
+
 from .inventory import Host, parse_wakeup
 from .plan import Params, RoleInstance, Trial
 
@@ -71,6 +73,7 @@ def role_config(bed: Testbed, trial: Trial, run_id: str, ri: RoleInstance) -> di
         "wakeup": parse_wakeup(p.wakeup),
         "xdp_mode": inv.experiment["xdp_mode"], "ringbuf_bytes": inv.experiment["ringbuf_bytes"],
         "capture_bytes": inv.experiment["capture_bytes"], "work_us": p.work_us,
+        "deliver": delivery.parse(p.deliver).to_config(),
         "cpus": bed.cpus.get(ri.host.name, []),
         # hardworker clock minus each sensor's clock (both measured against this machine),
         # so the hardworker takes each record's latency on one clock; 0 in the lab
