@@ -32,7 +32,8 @@ class Stream:
 
     __slots__ = ("isn", "nxt", "nxt32", "ahead", "starts", "ahead_bytes", "fin_at", "ended",
                  "reset", "synced", "segments", "duplicate_bytes", "out_of_order",
-                 "delivered_bytes", "overflow_bytes", "abandoned_bytes", "gone", "restarts")
+                 "delivered_bytes", "overflow_bytes", "abandoned_bytes", "gone", "restarts",
+                 "skipped_bytes")
 
     def __init__(self, isn, synced=True):
         self.isn = isn
@@ -53,11 +54,13 @@ class Stream:
         self.abandoned_bytes = 0
         self.gone = []                 # sorted disjoint [start, end) counted in abandoned_bytes
         self.restarts = 0
+        self.skipped_bytes = 0         # held back by an in-kernel delivery policy (skip_to)
 
     def stats(self):
         return {k: getattr(self, k) for k in (
             "segments", "duplicate_bytes", "out_of_order", "delivered_bytes", "overflow_bytes",
-            "abandoned_bytes", "ahead_bytes", "ended", "reset", "synced", "restarts")}
+            "abandoned_bytes", "ahead_bytes", "ended", "reset", "synced", "restarts",
+            "skipped_bytes")}
 
 
 class Reassembler:
@@ -114,6 +117,19 @@ class Reassembler:
         elif st.fin_at is not None and st.nxt >= st.fin_at:
             st.ended = True
         return out
+
+    def skip_to(self, key, seq) -> None:
+        """An in-kernel delivery policy evaluated everything before ``seq`` and passed on
+        none of it as raw bytes (bpf/deliver.h: the record's ``base``): continue from there.
+        Never moves backwards; the bytes skipped are counted in ``skipped_bytes``."""
+        st = self.streams.get(key)
+        if st is None or st.ended:
+            return
+        d = ((seq - st.nxt32 + _HALF) & _M32) - _HALF
+        if d > 0:
+            st.nxt += d
+            st.nxt32 = seq & _M32
+            st.skipped_bytes += d
 
     def _data(self, st, seq, payload):
         # signed distance of seq from the next expected byte (modulo 2**32)

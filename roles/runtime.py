@@ -30,6 +30,7 @@ DEFAULTS = {
     "xdp_mode": "generic", "ringbuf_bytes": 1 << 20, "capture_bytes": 1448, "work_us": 0,
     "consumer_delay_us": 0, "cpus": [], "connect_timeout_s": 5.0, "close_timeout_s": 10.0,
     "sensor_host": None, "expected_streams": None, "clock_skew_s": {},
+    "deliver": None, "chunk_bytes": 0,
 }
 
 

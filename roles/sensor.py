@@ -16,7 +16,7 @@ import sys
 import time
 
 from roles import runtime
-from roles.record import encode
+from roles.record import HEADER_SIZE, encode
 
 log = logging.getLogger("tcpskim.sensor")
 
@@ -30,6 +30,24 @@ class ConnectFailed(RuntimeError):
     pass
 
 
+def record_mss(cfg) -> int:
+    """The MSS the sensor asks for in the xdp mode.
+
+    Policy ``all``: the capture size. Any other policy: one record per segment (the XDP
+    program evaluates a segment only when it is exactly one record). TCP_MAXSEG clamps the
+    MSS *before* options, and TCP timestamps (on by default on Linux) take 12 bytes of every
+    segment, so ask for 12 more when they are on. A wrong guess only costs the fallback to
+    full capture, never a record (bpf/deliver.h)."""
+    if not cfg.get("deliver") or cfg["deliver"]["kind"] == "all":
+        return cfg["capture_bytes"]
+    try:
+        with open("/proc/sys/net/ipv4/tcp_timestamps") as f:
+            ts = f.read().strip() != "0"
+    except OSError:
+        ts = True
+    return min(cfg["capture_bytes"], HEADER_SIZE + cfg["size_bytes"]) + (12 if ts else 0)
+
+
 def connect(cfg, src_ip, dst, what):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -37,7 +55,7 @@ def connect(cfg, src_ip, dst, what):
     if cfg["mode"] == "xdp":
         # No segment may exceed what the hardworker's XDP program captures (it would be
         # dropped, never forwarded uncaptured): cap the MSS, with or without TCP timestamps.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, cfg["capture_bytes"])
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, record_mss(cfg))
     sock.settimeout(cfg["connect_timeout_s"])
     try:
         sock.bind((src_ip, 0))
@@ -47,7 +65,8 @@ def connect(cfg, src_ip, dst, what):
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise ConnectFailed(f"cannot connect to the {what} {dst}:{cfg['port']} from {src_ip}: {reason}") from None
     sock.settimeout(SEND_TIMEOUT_S)
-    log.info("connected to the %s %s:%d from %s:%d", what, dst, cfg["port"], *sock.getsockname())
+    log.info("connected to the %s %s:%d from %s:%d (mss %d)", what, dst, cfg["port"], *sock.getsockname(),
+             sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG))
     return sock
 
 
@@ -105,6 +124,9 @@ def pace_and_send(role, socks, start_at) -> dict:
     sent = 0
     first_ns = last_ns = None
     mono, sleep = time.monotonic, time.sleep
+    chunk = cfg["chunk_bytes"]  # > 0: write each record in pieces (tests: unaligned segments)
+    send = send_all if not chunk else (
+        lambda s, rec, stop: all(send_all(s, rec[o:o + chunk], stop) for o in range(0, len(rec), chunk)))
     # How far it got, once a second, for the control side's progress bar (one small file).
     progress = os.path.join(cfg["out_dir"], f"sensor-{sid}.sent")
     every = max(1, int(rate))
@@ -126,7 +148,7 @@ def pace_and_send(role, socks, start_at) -> dict:
         now_ns = time.time_ns()
         lateness = mono() - deadline
         rec = encode(sid, i, now_ns, size)
-        if not all(send_all(s, rec, stop) for s in socks):
+        if not all(send(s, rec, stop) for s in socks):
             break
         sent += 1
         if first_ns is None:

@@ -11,16 +11,20 @@ import ctypes
 import socket
 import struct
 
-from roles import xdp
+from roles import delivery, xdp
+from roles.mailbox import Mailbox
 from roles.ringbuf import RingReader
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 HW_COUNTERS = ("matched", "captured", "dropped_full", "dropped_oversize", "passed",
-               "malformed", "fragments", "forwarded")  # enum skim_counter in hardworker.c
+               "malformed", "fragments", "forwarded", "uncaptured", "dropped_order",
+               "mailbox")  # enum skim_counter in hardworker.c
 SENSOR_COUNTERS = ("rewritten", "passed", "malformed")  # enum skim_counter in sensor.c
 WAKEUPS = {"per-record": 0, "batch": 1}  # 1 = BPF_RB_NO_WAKEUP
-_REC = struct.Struct("=4sHBxII")  # struct skim_rec header: saddr, sport, flags, pad, seq, len
+MAILBOX_SLOTS = 64  # SKIM_SLOTS in bpf/deliver.h: latest's slots, indexed by sensor id
+_REC = struct.Struct("=4sHBBIII")  # struct skim_rec header: saddr, sport, flags, kind, seq, len, base
+KIND_RAW, KIND_RECORD = 0, 1  # SKIM_KIND_* in bpf/deliver.h
 _REC_SZ = _REC.size
 
 
@@ -89,7 +93,7 @@ class HardworkerSkim(_Attached):
 
     def __init__(self, *, interface, hw_ip, hw_mac, logger_ip, logger_mac, tos, port,
                  capture_bytes=1448, ringbuf_bytes=1 << 20, wakeup="per-record",
-                 xdp_mode="generic"):
+                 xdp_mode="generic", deliver=None, record_len=None):
         if wakeup not in WAKEUPS:
             raise ValueError(f"wakeup: must be one of {sorted(WAKEUPS)}, got {wakeup!r}")
         if xdp_mode not in xdp.MODES:
@@ -98,7 +102,8 @@ class HardworkerSkim(_Attached):
         xdp.compile_flags(HW_MAC=hw_mac, LOGGER_MAC=logger_mac)  # validated; they go in the map
         flags = xdp.compile_flags(
             SKIM_TOS=tos, SKIM_PORT=port, HW_IP=hw_ip, LOGGER_IP=logger_ip,
-            SKIM_CAPTURE=capture_bytes, SKIM_RINGBUF_BYTES=ringbuf_bytes, SKIM_WAKEUP=WAKEUPS[wakeup])
+            SKIM_CAPTURE=capture_bytes, SKIM_RINGBUF_BYTES=ringbuf_bytes, SKIM_WAKEUP=WAKEUPS[wakeup],
+            **self._policy_flags(deliver, record_len, capture_bytes))
         self.interface, self.xdp_mode, self.wakeup = interface, xdp_mode, wakeup
         self.capture_bytes = capture_bytes
         self.attached_mode = None
@@ -106,6 +111,20 @@ class HardworkerSkim(_Attached):
         set_addrs(self.bpf, [(hw_ip, hw_mac), (logger_ip, logger_mac)])
         events = self.bpf[b"events"]
         self.reader = RingReader(events.map_fd, int(events.max_entries))
+        self.mailbox = None
+        if self.deliver.kind == "latest":
+            box = self.bpf[b"mailbox"]
+            self.mailbox = Mailbox(box.map_fd, MAILBOX_SLOTS, record_len)
+
+    def _policy_flags(self, deliver, record_len, capture_bytes) -> dict:
+        """-D constants of the delivery policy (none for ``all``: the program is today's)."""
+        self.deliver = deliver or delivery.Policy()
+        if self.deliver.kind == "all":
+            return {}
+        if not record_len or record_len > capture_bytes:
+            raise ValueError(f"record_len: {record_len!r} must be 1..capture_bytes ({capture_bytes}) "
+                             f"for the {self.deliver} policy")
+        return {**delivery.bpf_defines(self.deliver), "SKIM_RECORD_LEN": record_len}
 
     def wait(self, timeout_ms):
         """True if data may be ready (always returns after timeout_ms; batch mode never wakes)."""
@@ -123,16 +142,22 @@ class HardworkerSkim(_Attached):
         ntoa = socket.inet_ntoa
         addrs = {}
         for start, _ in spans:
-            saddr, sport, flags, seq, ln = unpack(mem, start)
+            saddr, sport, flags, kind, seq, ln, base = unpack(mem, start)
             a = addrs.get(saddr)
             if a is None:
                 a = addrs[saddr] = ntoa(saddr)
             p = start + _REC_SZ
-            append(((a, sport), seq, flags, mem[p:p + ln]))
+            append(((a, sport), seq, flags, mem[p:p + ln], kind, base))
         return out
 
     def counters(self):
         return _sum_counters(self.bpf, HW_COUNTERS)
+
+    def close(self):
+        if getattr(self, "mailbox", None) is not None:
+            self.mailbox.close()
+            self.mailbox = None
+        super().close()
 
 
 class SensorSkim(_Attached):

@@ -174,3 +174,16 @@ def test_rst_without_a_hole_abandons_nothing():
     run(ra, segments(3, DATA[:3000], 1000)[:-1] + [(3 + 3001, RST, b"")])
     st = ra.stream(K)
     assert st.reset and st.abandoned_bytes == 0 and st.delivered_bytes == 3000
+
+
+def test_skip_to_moves_past_what_the_kernel_held_back():
+    r = Reassembler()
+    key = ("198.18.0.11", 40000)
+    r.feed(key, 999, SYN)
+    assert r.feed(key, 1000, 0, b"ab") == b"ab"
+    r.skip_to(key, 1010)            # 8 bytes evaluated in the kernel, not passed on
+    r.skip_to(key, 1005)            # never backwards
+    assert r.feed(key, 1010, 0, b"cd") == b"cd"
+    assert r.feed(key, 1012, FIN) == b""
+    st = r.streams[key]
+    assert st.ended and st.skipped_bytes == 8 and st.delivered_bytes == 4
