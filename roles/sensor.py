@@ -161,7 +161,7 @@ def pace_and_send(role, socks, start_at) -> dict:
     runtime.write_atomic(progress, f"{sent}\n")
     p50, p99 = late.percentiles(50, 99)
     dur = (last_ns - first_ns) / 1e9 if sent > 1 else 0.0
-    return {"planned": n, "sent": sent, "bytes_per_record": len(encode(sid, 0, 0, size)),
+    return {"planned": n, "sent": sent, "sensor_id": sid, "bytes_per_record": len(encode(sid, 0, 0, size)),
             "achieved_rate_hz": (sent - 1) / dur if dur > 0 else None,
             "lateness_us": {"p50": p50 and p50 * 1e6, "p99": p99 and p99 * 1e6,
                             "max": max_late * 1e6, "over_100us": late_100us, "over_1ms": late_1ms},
