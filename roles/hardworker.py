@@ -32,7 +32,8 @@ import sys
 import time
 import zlib
 
-from roles import runtime
+from roles import delivery, runtime
+from roles.policy import Gate
 from roles.record import DeliveryCounter, Record
 from roles.transport import Stream, Ticker, consume_batch, transport_for  # noqa: F401 - re-exported
 from roles.window import WindowMeter
@@ -60,10 +61,18 @@ def wake_cost_us(cycles=200, sleep_s=0.001) -> float:
 # ---------------------------------------------------------------------------- decision path
 
 class Decider:
-    """Records -> decision step -> DeliveryCounter; per-record latency inside the window."""
+    """Records -> delivery policy -> decision step -> DeliveryCounter; latency in the window.
 
-    def __init__(self, work_us, win_start, win_end, clock_skew_s=None):
-        self.counter = DeliveryCounter()
+    ``gate`` (roles.policy.Gate) is None for ``all``: every record goes straight to the
+    decision step, the path of the policy-free baseline. ``filter`` holds back what does not
+    match; ``latest`` keeps each sensor's newest record and decides on it at ``tick()``."""
+
+    def __init__(self, work_us, win_start, win_end, clock_skew_s=None, policy=None):
+        policy = policy or delivery.Policy()
+        self.gate = None if policy.kind == "all" else Gate(policy)
+        # Under a policy a jump in seq is a record the policy skipped, not a loss (the
+        # control side checks the delivered count against the policy's replay).
+        self.counter = DeliveryCounter(gaps_are_lost=self.gate is None)
         # per sensor id: this host's clock minus the sensor's (real hosts; 0 in the lab)
         self.skew_ns = {int(k): int(v * 1e9) for k, v in (clock_skew_s or {}).items()}
         self.work_ns = int(work_us * 1000)
@@ -72,6 +81,7 @@ class Decider:
         self.bad_samples = []  # the first few bad items, for the summary
         self.digest = 0
         self.marks = []  # (monotonic ns, records) of each feed in the window: busy periods
+        self.delivered_seqs = {}  # filter: sid -> seqs delivered, in order (checked by tests)
 
     def feed(self, stream: Stream, data, recv_ns: int, eof=False) -> None:
         items = stream.records.feed(data) if data else []
@@ -85,17 +95,61 @@ class Decider:
     def _feed(self, stream, items, recv_ns):
         for item in items:
             if type(item) is not Record:
-                self.counter.add(item)
-                if len(self.bad_samples) < 20:
-                    self.bad_samples.append({"stream": stream.info()["key"], "reason": item.reason,
-                                             "sensor_id": item.sensor_id, "seq": item.seq})
+                self.bad(stream, item)
                 continue
             stream.sensor_ids.add(item.sensor_id)
-            if self.counter.record(item.sensor_id, item.seq) == "dup":
+            if self.gate is None:
+                self.deliver(item, recv_ns)
+            elif self.gate.passes(stream, item):
+                self.offer(item, recv_ns)
+
+    def feed_records(self, stream: Stream, records, recv_ns: int) -> None:
+        """Whole records the xdp program chose (the gate only re-checks them)."""
+        for item in records:
+            if type(item) is not Record:
+                self.bad(stream, item)
                 continue
-            self.decide(item.payload)
-            if self.win_ns[0] <= recv_ns < self.win_ns[1]:
-                self.latency.add(recv_ns - item.send_ns - self.skew_ns.get(item.sensor_id, 0))
+            stream.sensor_ids.add(item.sensor_id)
+            if self.gate.passes(stream, item, kernel_chose=True):
+                self.offer(item, recv_ns)
+
+    def offer(self, item: Record, recv_ns: int) -> None:
+        if self.gate.latest is not None:
+            self.gate.latest.offer(item, recv_ns)
+            return
+        if self.deliver(item, recv_ns):
+            self.delivered_seqs.setdefault(item.sensor_id, []).append(item.seq)
+
+    def tick(self) -> None:
+        """latest: decide on each sensor's newest record not decided yet. Its latency is the
+        record's age at the decision (send to decide), the freshness the policy promises."""
+        if self.gate is None or self.gate.latest is None:
+            return
+        now = time.time_ns()
+        for item, _, _skipped in self.gate.latest.take():
+            self.deliver(item, now)
+
+    def deliver(self, item: Record, at_ns: int) -> bool:
+        if self.counter.record(item.sensor_id, item.seq) == "dup":
+            return False
+        self.decide(item.payload)
+        if self.win_ns[0] <= at_ns < self.win_ns[1]:
+            self.latency.add(at_ns - item.send_ns - self.skew_ns.get(item.sensor_id, 0))
+        return True
+
+    def bad(self, stream, item) -> None:
+        self.counter.add(item)
+        if len(self.bad_samples) < 20:
+            self.bad_samples.append({"stream": stream.info()["key"], "reason": item.reason,
+                                     "sensor_id": item.sensor_id, "seq": item.seq})
+
+    def policy_summary(self) -> dict | None:
+        if self.gate is None:
+            return None
+        out = self.gate.summary()
+        if self.gate.latest is None:
+            out["delivered_seqs"] = {str(k): v for k, v in sorted(self.delivered_seqs.items())}
+        return out
 
     def decide(self, payload) -> None:
         """The simulated decision: hash the payload until work_us has passed (0: decode only)."""
@@ -136,6 +190,9 @@ class Trial:
 def run(role: runtime.Role) -> int:
     """ready -> wait for go -> measure -> loop -> summary; the transport does the traffic."""
     cfg, stop = role.cfg, role.stop
+    policy = delivery.from_config(cfg["deliver"])
+    if policy.kind == "latest":  # both modes wake at the decision rate, whatever arrives
+        cfg["wakeup"] = {"policy": "batch", "interval_ms": 1000 / policy.hz}
     trial = Trial(cfg)
     transport = transport_for(cfg, trial.streams)
     decider = None
@@ -146,11 +203,12 @@ def run(role: runtime.Role) -> int:
         role.ready(**transport.setup(role))
         trial.open(role.wait_go())
         role.summary.update(start_at=trial.start_at, planned_end=trial.planned_end)
-        decider = Decider(cfg["work_us"], *trial.window, cfg["clock_skew_s"])
+        decider = Decider(cfg["work_us"], *trial.window, cfg["clock_skew_s"], policy)
         with transport.measuring():
             meter.start(*trial.window, lambda: decider.counter.delivered, transport.prog_stats)
             while not stop.is_set() and not transport.finished(trial):
                 transport.step(stop, decider)
+                decider.tick()
     finally:
         try:
             transport.close(role.summary)
@@ -167,6 +225,7 @@ def summarise(s: dict, cfg, trial: Trial, decider) -> None:
     s["streams"] = [st.info() for st in trial.streams.values()]
     s["expected_streams"] = trial.expected
     s["bad_samples"] = decider.bad_samples if decider is not None else []
+    s["policy"] = decider.policy_summary() if decider is not None else None
     latency = decider.latency if decider is not None else runtime.Reservoir()
     p50, p99 = latency.percentiles(50, 99)
     s["latency_us"] = {"p50": p50 and p50 / 1e3, "p99": p99 and p99 / 1e3, "n": latency.n}

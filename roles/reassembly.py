@@ -54,7 +54,7 @@ class Stream:
         self.abandoned_bytes = 0
         self.gone = []                 # sorted disjoint [start, end) counted in abandoned_bytes
         self.restarts = 0
-        self.skipped_bytes = 0         # held back by an in-kernel delivery policy (skip_to)
+        self.skipped_bytes = 0         # not carried here under an in-kernel policy (skip_to)
 
     def stats(self):
         return {k: getattr(self, k) for k in (
@@ -119,8 +119,9 @@ class Reassembler:
         return out
 
     def skip_to(self, key, seq) -> None:
-        """An in-kernel delivery policy evaluated everything before ``seq`` and passed on
-        none of it as raw bytes (bpf/deliver.h: the record's ``base``): continue from there.
+        """An in-kernel delivery policy evaluated everything before ``seq`` and passed none
+        of it on as raw bytes (bpf/deliver.h: the record's ``base``; whole records it chose
+        go straight to the decision step): continue from there.
         Never moves backwards; the bytes skipped are counted in ``skipped_bytes``."""
         st = self.streams.get(key)
         if st is None or st.ended:

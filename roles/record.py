@@ -289,8 +289,9 @@ class DeliveryCounter:
     and is counted in ``unattributed``. lost = seqs in gaps, i.e. never seen in any form;
     records missing after the last one seen need the sender's count (``expect``)."""
 
-    def __init__(self, first_seq: int = 0):
+    def __init__(self, first_seq: int = 0, gaps_are_lost: bool = True):
         self.first_seq = first_seq
+        self.gaps_are_lost = gaps_are_lost  # False: a delivery policy skips records on purpose
         self.sensors: dict[int, _Sensor] = {}
         self.unattributed = 0
         self.delivered = 0  # total, cheap to read from another thread
@@ -307,7 +308,8 @@ class DeliveryCounter:
             st.next += 1
             return "new"
         if seq > st.next:
-            st.gaps.append([st.next, seq])
+            if self.gaps_are_lost:
+                st.gaps.append([st.next, seq])
             st.next = seq + 1
             return "new"
         for i, gap in enumerate(st.gaps):  # gaps are few; newest last

@@ -24,8 +24,21 @@ import selectors
 import socket
 import time
 
-from roles import runtime
-from roles.record import RecordStream
+from roles import delivery, runtime
+from roles.record import HEADER_SIZE, Bad, CorruptPayload, Record, RecordError, RecordStream, decode
+from roles.reassembly import SYN
+
+KIND_RECORD = 1  # roles.skim.KIND_RECORD (SKIM_KIND_RECORD): kept here so tcp-only hosts need no bcc
+
+
+def decode_item(buf):
+    """A whole record the kernel chose -> Record, or Bad (it checked magic and length only)."""
+    try:
+        return decode(buf)
+    except CorruptPayload as exc:
+        return Bad(exc.reason, bytes(buf[:64]), exc.sensor_id, exc.seq)
+    except RecordError as exc:
+        return Bad(exc.reason, bytes(buf[:64]))
 
 log = logging.getLogger("tcpskim.hardworker")
 
@@ -186,20 +199,32 @@ class TcpTransport(Transport):
         self.sel.close()
 
 
-def consume_batch(batch, streams: dict, reasm, sink, now: int) -> None:
-    """One drained ring batch [(key, seq, flags, payload)] -> reassembly -> records -> sink.
+def consume_batch(batch, streams: dict, reasm, sink, now: int, policy: bool = False) -> None:
+    """One drained ring batch [(key, seq, flags, payload, kind, base)] -> reassembly ->
+    records -> sink.
 
     ``streams`` maps (addr, port) to the current connection's Stream (an earlier connection
-    from the same address and port is kept under (addr, port, "#n"))."""
+    from the same address and port is kept under (addr, port, "#n")). ``policy``: the program
+    runs an in-kernel delivery policy (bpf/deliver.h), so a ring record is either one whole
+    record it chose (KIND_RECORD: straight to the sink) or raw bytes from the flow's frontier
+    ``base`` on (a flow that fell back to full capture, and SYN/FIN/RST): the reassembler
+    skips what the kernel evaluated and held back."""
     got = {}  # stream -> in-order pieces: cut records once per stream and batch
     ended = set()
-    for key, seq, flags, payload in batch:
+    for key, seq, flags, payload, kind, base in batch:
         st = streams.get(key)
         if st is None:
             st = streams[key] = Stream(key)
             log.info("new stream %s:%d", *key)
         before = reasm.streams.get(key)
-        data = reasm.feed(key, seq, flags, payload)
+        if policy and not flags & SYN:
+            if kind == KIND_RECORD:
+                sink.feed_records(st, [decode_item(payload)], now)
+                reasm.skip_to(key, (seq + len(payload)) & 0xFFFFFFFF)
+                seq, payload = seq + len(payload), b""  # what is left: its flags (a FIN)
+            else:
+                reasm.skip_to(key, base)
+        data = reasm.feed(key, seq & 0xFFFFFFFF, flags, payload)
         if before is not None and reasm.streams[key] is not before:
             # A new connection from the same address and port (a new ISN): the
             # old one ends here (its unfinished tail is reported), the new one
@@ -242,6 +267,9 @@ class XdpTransport(Transport):
         self.linger_s = cfg["close_timeout_s"] + 5.0
         self.delay_s = cfg["consumer_delay_us"] / 1e6
         self._done_at = None
+        self.policy = delivery.from_config(cfg["deliver"])
+        self._mailbox_seen = {}  # slot -> its update count at the last read
+        self.mailbox_stream = Stream(("mailbox", 0))  # where a bad mailbox record is charged
 
     def setup(self, role):
         from roles.reassembly import Reassembler
@@ -255,7 +283,8 @@ class XdpTransport(Transport):
             hw_mac=hosts["hardworker"]["mac"], logger_ip=hosts["logger"]["ip"],
             logger_mac=hosts["logger"]["mac"], tos=cfg["tos"], port=cfg["port"],
             capture_bytes=cfg["capture_bytes"], ringbuf_bytes=cfg["ringbuf_bytes"],
-            wakeup="batch" if wk["policy"] == "batch" else "per-record", xdp_mode=cfg["xdp_mode"])
+            wakeup="batch" if wk["policy"] == "batch" else "per-record", xdp_mode=cfg["xdp_mode"],
+            deliver=self.policy, record_len=HEADER_SIZE + cfg["size_bytes"])
         role.summary["setup_cpu_s"] = time.process_time() - t0  # compiling: outside the window
         self.reasm = Reassembler()
         if role.stop.is_set():  # SIGTERM while compiling: never attach
@@ -282,11 +311,27 @@ class XdpTransport(Transport):
         elif not self.skim.wait(100):
             return
         batch = self.skim.drain()
-        if not batch:
-            return
-        consume_batch(batch, self.streams, self.reasm, sink, time.time_ns())
-        if self.delay_s:
+        if batch:
+            consume_batch(batch, self.streams, self.reasm, sink, time.time_ns(),
+                          policy=self.policy.kind != "all")
+        if self.skim.mailbox is not None:
+            self._read_mailbox(sink)
+        if batch and self.delay_s:
             time.sleep(self.delay_s)
+
+    def _read_mailbox(self, sink):
+        """latest: each sensor's newest record, straight from the mmapped slots (no syscall)."""
+        box, now, seen = self.skim.mailbox, time.time_ns(), self._mailbox_seen
+        for slot in range(box.slots):
+            got = box.read(slot)
+            if got is None or seen.get(slot) == got[0]:
+                continue  # never written, or nothing new since the last tick
+            seen[slot] = got[0]
+            item = decode_item(got[1])
+            if type(item) is Record:
+                sink.gate.latest.offer(item, now)
+            else:
+                sink.bad(self.mailbox_stream, item)
 
     def finished(self, trial):
         if not trial.done():

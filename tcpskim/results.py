@@ -156,7 +156,7 @@ def trial_row(run_id: str, trial, p, summaries: dict, idle_rate: dict) -> dict:
     _deliver_counts(row, hw, sensors, p, trial, elapsed, busy, baseline)
     if row["lost"] or row["duplicates"] or row["corrupt"] or row["logged"] != row["sent"] \
             or (row["expected"] is not None and row["delivered"] != row["expected"]) \
-            or hw.get("policy_mismatch") or not win.get("complete"):
+            or (hw.get("policy") or {}).get("policy_mismatch") or not win.get("complete"):
         row["status"] = "incomplete"
     row.update(components.row_fields(win))
     return row

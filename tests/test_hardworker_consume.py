@@ -14,14 +14,14 @@ def connection(isn, sensor_id, seqs, size=64, cut=None):
     data = b"".join(encode(sensor_id, s, 1, size) for s in seqs)
     if cut is not None:
         data = data[:cut]
-    segs = [(KEY, isn, SYN, b"")]
+    segs = [(KEY, isn, SYN, b"", 0, 0)]
     seq = isn + 1
     step = 40 + size
     for i in range(0, len(data), step):
-        segs.append((KEY, seq, PSH | ACK, data[i:i + step]))
+        segs.append((KEY, seq, PSH | ACK, data[i:i + step], 0, 0))
         seq += len(data[i:i + step])
     if cut is None:
-        segs.append((KEY, seq, FIN | ACK, b""))
+        segs.append((KEY, seq, FIN | ACK, b"", 0, 0))
     return segs
 
 
@@ -51,3 +51,52 @@ def test_restart_mid_record_reports_the_old_tail_for_its_sensor():
     per = dec.counter.summary()["per_sensor"]["7"]
     assert (per["delivered"], per["corrupt"], per["lost"]) == (3, 1, 0)
     assert streams[(*KEY, "#0")].finished
+
+
+def test_policy_batch_kernel_records_then_fallback_then_fin():
+    """filter in xdp mode: whole records the kernel chose, then the flow falls back to raw
+    bytes from the frontier the kernel reports (base), then the FIN: every matching record
+    once, in order, nothing counted lost for what the policy skipped."""
+    from roles.delivery import parse
+
+    spec = "filter:every:3"
+    step = 40 + 64
+    isn = 5000
+    recs = [encode(7, s, 1, 64) for s in range(12)]
+    batch = [(KEY, isn, SYN, b"", 0, isn)]
+    seq = isn + 1
+    for s in range(6):  # records 0..5 aligned: the kernel sends 0 and 3 whole
+        if s % 3 == 0:
+            batch.append((KEY, seq, PSH | ACK, recs[s], 1, seq))
+        seq += step
+    frontier = seq
+    tail = b"".join(recs[6:])  # records 6..11 in odd pieces: raw capture from the frontier
+    for i in range(0, len(tail), 50):
+        batch.append((KEY, seq, PSH | ACK, tail[i:i + 50], 0, frontier if i == 0 else seq))
+        seq += len(tail[i:i + 50])
+    batch.append((KEY, seq, FIN | ACK, b"", 0, seq))
+    streams, reasm = {}, Reassembler()
+    dec = Decider(0, 0, 1e12, policy=parse(spec))
+    consume_batch(batch, streams, reasm, dec, 10, policy=True)
+    assert dec.delivered_seqs == {7: [0, 3, 6, 9]}
+    assert streams[KEY].finished
+    s = dec.counter.summary()
+    assert (s["delivered"], s["lost"], s["duplicates"], s["corrupt"]) == (4, 0, 0, 0)
+    assert dec.gate.filtered == 4 and dec.gate.policy_mismatch == 0  # 7, 8, 10, 11 held back in userspace
+    assert reasm.streams[KEY].skipped_bytes == 6 * step  # 0..5: delivered whole or held back in the kernel
+
+
+def test_latest_decides_on_the_newest_and_counts_skipped():
+    from roles.delivery import parse
+    from roles.record import decode
+
+    dec = Decider(0, 0, 1e12, policy=parse("latest:10"))
+    for s in (0, 1, 2):
+        dec.offer(decode(encode(3, s, 1, 16)), 5)
+    dec.tick()
+    dec.tick()  # nothing newer: no second decision on seq 2
+    dec.offer(decode(encode(3, 7, 1, 16)), 5)
+    dec.tick()
+    lat = dec.gate.latest.summary()
+    assert (lat["decisions"], lat["skipped"], lat["last_decided"]) == (2, 6, {"3": 7})
+    assert dec.counter.summary()["delivered"] == 2 and dec.counter.summary()["lost"] == 0
