@@ -37,15 +37,15 @@ LAB_NOTE = ("lab: all hosts share one kernel; only the hardworker's dedicated CP
             "per-process counters are per-host figures")
 MODE_ORDER = ("xdp", "tcp", "idle")
 MODE_COLORS = {"xdp": "tab:blue", "tcp": "tab:orange", "idle": "tab:gray"}
-_INT_COLS = {"rate_hz", "size_bytes", "repeat", "sent", "delivered", "logged", "lost",
+_INT_COLS = {"rate_hz", "size_bytes", "repeat", "sent", "delivered", "logged", "lost", "expected", "skipped",
              "duplicates", "corrupt", "ctx_switches", "peak_rss_bytes"}
 _FLOAT_COLS = {"duration_s", "hw_busy_cpu_s", "hw_idle_baseline_cpu_s", "hw_cpu_us_per_record",
                "hw_process_cpu_us_per_record", "bpf_ns_per_packet", "latency_p50_us",
                "latency_p99_us", "achieved_rate_hz", "hw_wake_cost_us", "hw_attr_us_per_record",
                "hw_unattributed_us", "hw_tracer_cost_us", "hw_tracer_cost_share",
-               "hw_period_median_us", "hw_other_tasks_s", "hw_steal_s"}
+               "hw_period_median_us", "hw_other_tasks_s", "hw_steal_s", "hw_cpu_us_per_sent_record"}
 _JSON_COLS = {"hw_components_us", "hw_events_per_record", "hw_period_ci_us"}  # JSON text in the CSV
-_TEXT_COLS = {"mode", "95% CI", "flags", "source", "saves", "CI method"}
+_TEXT_COLS = {"mode", "95% CI", "flags", "source", "saves", "CI method", "deliver"}
 _PROBLEM_COLS = (("lost", "LOST"), ("duplicates", "DUP"), ("corrupt", "CORRUPT"))
 IDLE_BUSY_LIMIT = 0.10  # busy share of the hardworker CPU set above which an idle trial is suspect
 
@@ -224,7 +224,7 @@ def _header(run) -> str:
     p = run.get("params", {}) or {}
     parts = [f"run {run.get('run_id')}", f"status {run.get('status')}"]
     for key in ("modes", "rates", "sizes", "duration_s", "warmup_s", "repeat", "sensors",
-                "idle", "tag"):
+                "idle", "tag", "deliver"):
         if key in p:
             v = p[key]
             parts.append(f"{key}={','.join(map(str, v)) if isinstance(v, list) else v}")
@@ -323,7 +323,31 @@ def table_data(run, rows) -> dict:
         m, lo, hi, n = stats.mean_ci(r["hw_idle_baseline_cpu_s"] / r["duration_s"] for r in used)
         t3.append(["baseline subtracted in traffic trials", n, _fmt(m, 4), _ci(lo, hi, 4)])
     out["idle"] = (h3, t3)
+    if any(r.get("deliver") not in (None, "all") for r in rows):
+        out["deliver"] = _deliver_table(rows)
     return out
+
+
+def _deliver_table(rows):
+    """(4) what the delivery policy gave the hardworker, and its cost per *sent* record (the
+    hardworker's cost of the whole stream) beside its cost per delivered record."""
+    h = ["mode", "deliver", "rate Hz", "size B", "n", "CPU µs/sent rec", "95% CI",
+         "CPU µs/delivered", "sent", "expected", "delivered", "skipped", "p99 µs"]
+    body = []
+    g = defaultdict(list)
+    for r in rows:
+        if r.get("mode") in ("xdp", "tcp"):
+            g[(r["mode"], r.get("deliver") or "all", r.get("rate_hz"), r.get("size_bytes"))].append(r)
+    for (mode, deliver, rate, size), grp in sorted(g.items(), key=lambda kv: (
+            kv[0][1], kv[0][2] or 0, kv[0][3] or 0, _mode_key(kv[0][0]))):
+        ok = [r for r in grp if _ok(r)]
+        mean, lo, hi, n = stats.mean_ci(r.get("hw_cpu_us_per_sent_record") for r in ok)
+        exp = [r.get("expected") for r in grp]
+        body.append([mode, deliver, rate, size, n, _fmt(mean), _ci(lo, hi),
+                     _fmt(stats.mean_ci(r.get("hw_cpu_us_per_record") for r in ok)[0]),
+                     _sum(grp, "sent"), "-" if None in exp else sum(exp), _sum(grp, "delivered"),
+                     _sum(grp, "skipped"), _fmt(stats.mean_ci(r.get("latency_p99_us") for r in ok)[0], 1)])
+    return h, body
 
 
 _TITLES = {
@@ -332,6 +356,8 @@ _TITLES = {
     "ratio": "xdp / tcp hardworker CPU per record (Fieller 95 % CI, paired by repeat where "
              "possible)",
     "idle": "Idle baseline",
+    "deliver": "Delivery policy: what reached the hardworker's decision step, and its CPU per "
+               "record sent (the whole stream) and per record delivered",
 }
 
 
@@ -524,6 +550,41 @@ def plot_latency_cdf(run_dir: Path, rows, path) -> bool:
     return True
 
 
+def cpu_vs_latency_points(rows) -> dict:
+    """{label: [(p99 latency µs, CPU µs per sent record)]} per mode x policy x wake-up x rate."""
+    pts = defaultdict(list)
+    for r in rows:
+        if r.get("mode") in ("xdp", "tcp") and _ok(r) and r.get("latency_p99_us") is not None \
+                and r.get("hw_cpu_us_per_sent_record") is not None:
+            label = f"{r['mode']} {r.get('deliver') or 'all'} {r.get('wakeup') or ''} {r.get('rate_hz'):g} Hz"
+            pts[label].append((r["latency_p99_us"], r["hw_cpu_us_per_sent_record"]))
+    return dict(pts)
+
+
+def plot_cpu_vs_latency(rows, path) -> bool:
+    """Hardworker CPU per sent record against p99 latency of delivered records, one marker per
+    trial and mode x policy x wake-up x rate: the trade-off each choice makes. False: no data."""
+    pts = cpu_vs_latency_points(rows)
+    if not pts:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, xy in sorted(pts.items()):
+        ax.scatter([x for x, _ in xy], [y for _, y in xy], label=label,
+                   marker="o" if label.startswith("xdp") else "s")
+    ax.set_xscale("log")
+    ax.set_xlabel("p99 latency of delivered records (µs, log)")
+    ax.set_ylabel("hardworker CPU µs per sent record")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
 def plots(run_dir, run, rows) -> list[Path]:
     """Write the PNGs into run_dir; returns their paths (latency_cdf.png only with data)."""
     run_dir = Path(run_dir)
@@ -534,6 +595,9 @@ def plots(run_dir, run, rows) -> list[Path]:
     p = run_dir / "cpu_over_time.png"
     plot_cpu_over_time(run_dir, rows, p)
     files.append(p)
+    p = run_dir / "cpu_vs_latency.png"
+    if plot_cpu_vs_latency(rows, p):
+        files.append(p)
     p = run_dir / "latency_cdf.png"
     if plot_latency_cdf(run_dir, rows, p):
         files.append(p)

@@ -330,3 +330,24 @@ def test_component_table_side_by_side_with_lab_artifact(tmp_path):
         w.writerows({k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items() if k in COLUMNS}
                     for r in doc["rows"])
     assert "IPIs sent per record: xdp 1.00" in report.write_report(run_dir)[0]
+
+
+def test_delivery_policy_table_and_cpu_vs_latency_plot(tmp_path):
+    run_dir = make_run(tmp_path, rates=(50,))
+    doc = json.loads((run_dir / "summary.json").read_text())
+    for r in doc["rows"]:
+        if r["mode"] in ("xdp", "tcp"):
+            r.update(deliver="filter:outside:-1500..1500", expected=r["delivered"] // 100,
+                     skipped=r["sent"] - r["delivered"] // 100,
+                     hw_cpu_us_per_sent_record=12.5 if r["mode"] == "xdp" else 40.0)
+    (run_dir / "summary.json").write_text(json.dumps(doc))
+    text, files = report.write_report(run_dir)
+    assert "Delivery policy" in text and "filter:outside:-1500..1500" in text
+    line = next(x for x in text.splitlines() if x.strip().startswith("xdp") and "filter:" in x)
+    assert "12.50" in line
+    assert run_dir / "cpu_vs_latency.png" in files and (run_dir / "cpu_vs_latency.png").stat().st_size > 1000
+
+
+def test_no_policy_table_without_a_policy(clean_run):
+    text, files = report.write_report(clean_run)
+    assert "Delivery policy" not in text and clean_run / "cpu_vs_latency.png" not in files
