@@ -32,7 +32,7 @@ enum skim_counter {
 	C_MALFORMED,        /* truncated or bogus headers: passed (or dropped if matched) */
 	C_FRAGMENTS,        /* marked IPv4 fragments to HW_IP: dropped (cannot be matched by port) */
 	C_FORWARDED,        /* XDP_TX to the logger (captured + pure ACKs) */
-	C_UNCAPTURED,       /* filter/latest: forwarded without a ring record */
+	C_UNCAPTURED,       /* filter/latest: data segments forwarded without a ring record */
 	C_DROPPED_ORDER,    /* filter/latest: behind a hole or before a SYN: sensor resends */
 	C_MAILBOX,          /* latest: records written into the mailbox */
 	C_MAX,
@@ -233,7 +233,7 @@ int xdp_hardworker(struct xdp_md *ctx)
 		}
 #endif
 		skim_commit(&st);
-		if (act == ACT_FORWARD)
+		if (act == ACT_FORWARD && plen)
 			count(C_UNCAPTURED);
 		goto forward;
 	}
