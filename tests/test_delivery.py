@@ -83,3 +83,23 @@ def test_bpf_defines_are_integers_for_the_compiler():
                  "SKIM_DEADBAND": 0, "SKIM_EVERY": 1}
     assert delivery.bpf_defines(parse("latest:10"))["SKIM_DELIVER"] == 2
     assert all(type(v) is int for v in d.values())
+
+
+def test_run_experiment_deliver_option_is_checked_before_any_host():
+    from tcpskim.inventory import InventoryError
+    from tcpskim.plan import params
+
+    d = {"rate": "50", "size": "1024", "duration": 10, "warmup": 2, "tail": 1, "modes": ["xdp", "tcp"],
+         "repeat": 3, "wakeup": "per-record", "idle": True, "work_us": 0.0, "deliver": "all"}
+    assert params(d).deliver == "all"
+    assert params(d, deliver="latest").deliver == "latest:10"
+    assert params({**d, "deliver": "filter:every:5"}).deliver == "filter:every:5"
+    with pytest.raises(InventoryError, match=r"^--deliver: 'latest:0' HZ must be 1\.\.1000$"):
+        params(d, deliver="latest:0")
+
+
+def test_expected_counts_replay_the_policy():
+    assert delivery.expected(parse("all"), 17) == 17
+    assert delivery.expected(parse("filter:every:5"), 11) == 3  # 0, 5, 10
+    assert delivery.expected(parse("latest:10"), 50) is None
+    assert delivery.expected(parse("filter:deadband:300"), 3000) == len(_delivered("filter:deadband:300", range(3000)))
