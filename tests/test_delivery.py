@@ -94,7 +94,7 @@ def test_run_experiment_deliver_option_is_checked_before_any_host():
     assert params(d).deliver == "all"
     assert params(d, deliver="latest").deliver == "latest:10"
     assert params({**d, "deliver": "filter:every:5"}).deliver == "filter:every:5"
-    with pytest.raises(InventoryError, match=r"^--deliver: 'latest:0' HZ must be 1\.\.1000$"):
+    with pytest.raises(InventoryError, match=r"^--deliver: 'latest:0': HZ must be 1\.\.1000$"):
         params(d, deliver="latest:0")
 
 
