@@ -77,7 +77,8 @@ def test_unaligned_segments_fall_back_to_full_capture(deployed):
     assert_promised(inv, folder, row, OUTSIDE)
     s = hw_summary(inv, folder, row)
     assert s["policy"]["filtered_in_userspace"] > 0, s["policy"]
-    assert s["skim_counters"]["uncaptured"] == 0, s["skim_counters"]
+    # every piece went to the ring as raw bytes (only retransmissions of captured bytes are not)
+    assert s["skim_counters"]["captured"] > 3 * row["sent"], s["skim_counters"]
 
 
 @pytest.mark.parametrize("spec", [OUTSIDE, "latest:10"])
