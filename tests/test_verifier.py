@@ -142,7 +142,7 @@ def test_hardworker_actions_on_crafted_frames(hw):
         assert (fwd.src, fwd.dst) == (MAC["hw"], MAC["log"])
         assert (fwd[IP].src, fwd[IP].dst) == (SEN_IP, LOGGER_IP)
         assert _checksums_valid(out), fwd.summary()
-        for key, seq, flags, data in recs:
+        for key, seq, flags, data, _kind, _base in recs:
             assert key == (SEN_IP, sent[TCP].sport) and seq == sent[TCP].seq
             assert flags == int(sent[TCP].flags) and data == bytes(sent[TCP].payload)
 
@@ -220,3 +220,39 @@ def test_full_ring_drops_and_the_reader_gets_every_captured_record(hw_small):
     after = hw_small.counters()
     assert after["dropped_full"] - before["dropped_full"] == 40 - captured
     assert [r[1] for r in hw_small.drain()] == list(range(captured))
+
+
+@pytest.mark.parametrize("spec", ["filter:outside:-1500..1500", "filter:deadband:300",
+                                  "filter:every:3", "latest:10"])
+def test_policy_programs_pass_the_verifier_and_evaluate_in_order(spec):
+    """Every delivery policy's program loads; on crafted frames it captures a matching record
+    whole, forwards a non-matching one uncaptured, drops a segment behind a hole, and
+    forwards a retransmission of what it evaluated (bpf/deliver.h)."""
+    from roles import delivery, xdp
+    from roles.record import HEADER_SIZE, encode, signal
+    from roles.skim import KIND_RECORD
+
+    policy = delivery.parse(spec)
+    skim = _hardworker(deliver=policy, record_len=HEADER_SIZE + 1024)
+    try:
+        fd = _prog_fd(skim, "xdp_hardworker")
+        isn = 5000
+        assert xdp.prog_test_run(fd, _segment(flags="S", seq=isn))[0] == XDP_TX
+        m = policy.matcher()
+        wanted = [s for s in range(6) if m.match(s, signal(s))]
+        step = HEADER_SIZE + 1024
+        rec = lambda s: _segment(encode(1, s, 1, 1024), seq=isn + 1 + s * step)  # noqa: E731
+        assert xdp.prog_test_run(fd, rec(2))[0] == XDP_DROP  # behind a hole: comes again
+        for s in range(6):
+            assert xdp.prog_test_run(fd, rec(s))[0] == XDP_TX
+        assert xdp.prog_test_run(fd, rec(1))[0] == XDP_TX  # a retransmission: forwarded
+        got = skim.drain()
+        whole = [r for r in got if r[4] == KIND_RECORD]
+        if policy.kind == "latest":
+            assert not whole and skim.mailbox.read(1)[0] == 6  # six records into sensor 1's slot
+        else:
+            assert [int.from_bytes(r[3][12:20], "big") for r in whole] == wanted
+        c = skim.counters()
+        assert c["dropped_order"] == 1, c
+    finally:
+        skim.close()

@@ -188,7 +188,7 @@ def run_stream(hw, n_records, size, consumer_delay=0.0, timeout=60, logger_ip=IP
     def hardworker():
         while not stop.is_set():
             hw.wait(20)
-            for key, seq, flags, data in hw.drain():
+            for key, seq, flags, data, _kind, _base in hw.drain():
                 out = ra.feed(key, seq, flags, data)
                 if out:
                     skimmed.append(out)
