@@ -4,6 +4,7 @@ stream; loss and a full ring buffer lose nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -35,6 +36,24 @@ def nft(inv, host, script):
 def nft_counter(inv, host, table, name) -> int:
     out = lab.ns_exec(inv, host.name, ["nft", "list", "counter", "inet", table, name]).stdout
     return int(re.search(r"packets (\d+)", out).group(1))
+
+
+@contextlib.contextmanager
+def five_percent_loss(inv, sensor, hw):
+    """Loss between sensor and hardworker: the sensor's egress drops 5 % of the stream's
+    segments (nftables numgen). Yields a function reading the drop counter; always removed."""
+    nft(inv, sensor, f"""
+table inet tskloss {{
+  counter dropped {{}}
+  chain out {{
+    type filter hook output priority 0;
+    ip daddr {hw.ip} tcp dport {inv.port} numgen random mod 100 < 5 counter name dropped drop
+  }}
+}}""")
+    try:
+        yield lambda: nft_counter(inv, sensor, "tskloss", "dropped")
+    finally:
+        lab.ns_exec(inv, sensor.name, ["nft", "delete", "table", "inet", "tskloss"])
 
 
 def run(inv, out, probe=lambda: None, overrides=None, **kw):
@@ -114,24 +133,13 @@ table inet tskprobe {{
 def test_xdp_survives_five_percent_loss(deployed):
     inv, _ = deployed
     se, hw = inv.sensors[0], inv.hardworker
-    # Loss between sensor and hardworker: the sensor's egress drops 5 % of the stream's segments.
-    nft(inv, se, f"""
-table inet tskloss {{
-  counter dropped {{}}
-  chain out {{
-    type filter hook output priority 0;
-    ip daddr {hw.ip} tcp dport {inv.port} numgen random mod 100 < 5 counter name dropped drop
-  }}
-}}""")
-    try:
+    with five_percent_loss(inv, se, hw) as dropped:
         folder, rows, _, _ = run(inv, [], rate="200", size="1024", duration=5, warmup=1, modes="xdp", repeat=1,
                            idle=False)
         (row,) = rows
-        assert nft_counter(inv, se, "tskloss", "dropped") > 10  # loss really happened
+        assert dropped() > 10  # loss really happened
         assert_complete(row)
         assert db_rows(inv, folder, row["trial"]) == row["sent"]
-    finally:
-        lab.ns_exec(inv, se.name, ["nft", "delete", "table", "inet", "tskloss"])
 
 
 def test_full_ring_buffer_drops_and_retransmission_recovers(deployed):

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from tcpskim import lab
 from roles.delivery import expected, parse
+from roles.record import signal
 
-from test_datapath_e2e import db_rows, nft, nft_counter, run
+from test_datapath_e2e import db_rows, five_percent_loss, run
 
 pytestmark = pytest.mark.lab
 
@@ -38,7 +38,6 @@ def assert_promised(inv, folder, row, spec):
     policy = parse(spec)
     for sid, got in seqs.items():
         m = policy.matcher()
-        from roles.record import signal
         want = [q for q in range(sent[sid]) if m.match(q, signal(q))]
         assert got == want, (sid, got[:10], want[:10])
         assert len(got) == expected(policy, sent[sid])
@@ -85,25 +84,15 @@ def test_unaligned_segments_fall_back_to_full_capture(deployed):
 def test_policies_hold_under_five_percent_loss(deployed, spec):
     inv, _ = deployed
     se, hw = inv.sensors[0], inv.hardworker
-    nft(inv, se, f"""
-table inet tskloss {{
-  counter dropped {{}}
-  chain out {{
-    type filter hook output priority 0;
-    ip daddr {hw.ip} tcp dport {inv.port} numgen random mod 100 < 5 counter name dropped drop
-  }}
-}}""")
-    try:
+    with five_percent_loss(inv, se, hw) as dropped:
         folder, rows, _, _ = run(inv, [], rate="50", size="1024", duration=6, warmup=1, modes="xdp,tcp",
                                  repeat=1, idle=False, deliver=spec)
-        assert nft_counter(inv, se, "tskloss", "dropped") > 5  # loss really happened
+        assert dropped() > 5  # loss really happened
         for row in rows:
             if spec.startswith("filter"):
                 assert_promised(inv, folder, row, spec)
             else:
                 assert_latest(inv, folder, row, hz=10)
-    finally:
-        lab.ns_exec(inv, se.name, ["nft", "delete", "table", "inet", "tskloss"])
 
 
 def assert_latest(inv, folder, row, hz):
