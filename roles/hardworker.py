@@ -187,6 +187,21 @@ class Trial:
         return bool(current) and fin == len(current) and time.time() > self.planned_end + END_GRACE_S
 
 
+class Progress:
+    """The delivered count in a one-line file, at most once a second, for the control side's
+    progress bar (as the sensors' ``sensor-<i>.sent``): written from the role's own loop, so
+    no thread wakes the measured CPU for it."""
+
+    def __init__(self, path):
+        self.path, self.next = path, 0.0
+
+    def update(self, delivered: int) -> None:
+        now = time.monotonic()
+        if now >= self.next:
+            runtime.write_atomic(self.path, f"{delivered}\n")
+            self.next = now + 1.0
+
+
 def run(role: runtime.Role) -> int:
     """ready -> wait for go -> measure -> loop -> summary; the transport does the traffic."""
     cfg, stop = role.cfg, role.stop
@@ -206,9 +221,11 @@ def run(role: runtime.Role) -> int:
         decider = Decider(cfg["work_us"], *trial.window, cfg["clock_skew_s"], policy)
         with transport.measuring():
             meter.start(*trial.window, lambda: decider.counter.delivered, transport.prog_stats)
+            progress = Progress(os.path.join(cfg["out_dir"], f"hardworker-{cfg['instance']}.delivered"))
             while not stop.is_set() and not transport.finished(trial):
                 transport.step(stop, decider)
                 decider.tick()
+                progress.update(decider.counter.delivered)
     finally:
         try:
             transport.close(role.summary)

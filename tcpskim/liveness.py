@@ -32,7 +32,7 @@ class Liveness:
 
 def command(state_dir: str, out_dir: str, progress: bool = False) -> str:
     pids, out = shlex.quote(state_dir + "/pids"), shlex.quote(out_dir)
-    counts = ("tail -n1 hardworker-0.samples.csv 2>/dev/null | sed 's/^/smp /'; "
+    counts = ("for f in hardworker-0.delivered; do [ -e \"$f\" ] && read n < \"$f\" && echo \"dlv $n\"; done; "
               "for f in sensor-*.sent; do [ -e \"$f\" ] && read n < \"$f\" && echo \"sent $n\"; done; "
               if progress else "")
     return (f"cd {pids} 2>/dev/null && for f in *.pid; do p=; [ -e \"$f\" ] && read p < \"$f\"; "
@@ -51,10 +51,8 @@ def parse(stdout: str) -> Liveness:
             running.add(rest)
         elif kind == "sum" and rest:
             summarised.add(rest)
-        elif kind == "smp":
-            fields = rest.split(",")
-            if len(fields) > 3 and fields[3].isdigit():
-                delivered = int(fields[3])
+        elif kind == "dlv" and rest.isdigit():
+            delivered = int(rest)
         elif kind == "sent" and rest.isdigit():
             sent += int(rest)
     return Liveness(frozenset(running), frozenset(summarised), sent, delivered)
