@@ -385,7 +385,7 @@ def test_crafted_frames(skims):
             fixed = Ether(bytes(fixed))
             assert got[SIP].chksum == fixed[SIP].chksum, name
             assert got[TCP].chksum == fixed[TCP].chksum, name
-            for key, seq, flags, data in recs:
+            for key, seq, flags, data, _kind, _base in recs:
                 assert key == (IP["sen"], sent[TCP].sport)
                 assert seq == sent[TCP].seq and flags == int(sent[TCP].flags)
                 assert data == bytes(sent[TCP].payload)
