@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from roles import guardcfg
+from roles import guardcfg, procs
 from roles.guardcfg import GuardError
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,15 +26,7 @@ DEFAULT_STATE_DIR = os.path.join(CHECKOUT, ".tcpskim")
 READY_TIMEOUT_S = 15.0
 
 
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return None
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except (OSError, IndexError):
-        return None
+_cmdline = procs.live_argv  # the argv of a live (non-zombie) process, or None
 
 
 def _is_guard(pid: int, state_dir: str) -> bool:
