@@ -141,7 +141,10 @@ def _run(trial, sensors, wakeup):
     assert "error" not in a, a
     assert a["components_s"]["role"] > 0 and a["counters"]["wakeups"] > 0
     assert a["sum_s"] == pytest.approx(a["elapsed_s"], rel=0.01)
-    assert abs(a["unattributed_s"]) <= 0.05 * a["proc_busy_s"] + 0.01
+    # the idle account and the trace are read at slightly different edges; at 50 Hz the
+    # CPU is busy ~7 % of the window, so that edge error (up to ~1 % of the window on a
+    # loaded machine) outweighs 5 % of busy. The 5 % target is measured at 2 kHz in bench/.
+    assert abs(a["unattributed_s"]) <= 0.05 * a["proc_busy_s"] + 0.015 * a["elapsed_s"]
     assert a["periods"]["unit"] == "record" and a["periods"]["records"] >= 0.9 * win["delivered_in_window"]
     assert a["cost"]["events"] > 0 and a["cost"]["ns_per_event"] >= 0
     assert hw["latency_us"]["p50"] > 0 and hw["peak_rss_bytes"] > 1 << 20
