@@ -19,6 +19,8 @@
  *   SKIM_CAPTURE                 max payload bytes per segment
  *   SKIM_RINGBUF_PAGES           ring buffer size in pages
  *   SKIM_WAKEUP                  0 (wake-up per record) or BPF_RB_NO_WAKEUP (1)
+ *   SKIM_WAKE_RECORDS            optional (coalesce): force a wake-up for every this
+ *                                many records, none for the others
  */
 #include "skim.h"
 #include "deliver.h"
@@ -87,6 +89,28 @@ static __always_inline struct skim_slot *skim_slot_lookup(int *idx)
 }
 #endif
 
+#ifdef SKIM_WAKE_RECORDS
+BPF_ARRAY(wake_count, __u64, 1);
+
+/* coalesce: the submit flag for the record just reserved: a forced wake-up for every
+ * SKIM_WAKE_RECORDS-th record, none for the others (one irq_work self-IPI per N records).
+ * A running count, not bpf_ringbuf_query(BPF_RB_AVAIL_DATA): bcc 0.26 has no table method
+ * for that helper and does not rewrite `&events` into a map pointer (the verifier sees a
+ * scalar). Records a consumer drained on its timeout still count towards the next wake-up,
+ * which then comes early; the timeout bounds every record's wait either way. */
+static __always_inline __u64 wake_flag(void)
+{
+	int zero = 0;
+	__u64 *n = wake_count.lookup(&zero);
+
+	if (!n)
+		return BPF_RB_FORCE_WAKEUP;
+	if ((__sync_fetch_and_add(n, 1) + 1) % SKIM_WAKE_RECORDS == 0)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+#endif
+
 /* Copy a segment's addresses, seq, flags and `plen` payload bytes (at packet offset `off`)
  * into the ring. Returns 0, or -1 when the segment must be dropped (ring full, bad length):
  * no ACK without capture. */
@@ -130,7 +154,11 @@ static __always_inline int capture(struct xdp_md *ctx, struct iphdr *iph, struct
 			return -1;
 		}
 	}
+#ifdef SKIM_WAKE_RECORDS
+	events.ringbuf_submit(rec, wake_flag());
+#else
 	events.ringbuf_submit(rec, SKIM_WAKEUP);
+#endif
 	count(C_CAPTURED);
 	return 0;
 }

@@ -91,7 +91,7 @@ class RingReader:
     ``size`` is the map's max_entries (data area bytes, a power of two).
     """
 
-    def __init__(self, map_fd, size):
+    def __init__(self, map_fd, size, edge=False):
         if size <= 0 or size & (size - 1):
             raise ValueError(f"ring buffer size must be a power of two, got {size}")
         page = mmap.PAGESIZE
@@ -105,7 +105,11 @@ class RingReader:
         self._mv = memoryview(self._prod)
         self._data_off = page
         self._ep = select.epoll()
-        self._ep.register(map_fd, select.EPOLLIN)
+        # edge (the coalesce wake-up): return only on the producer's forced wake-ups or the
+        # timeout. Level-triggered, any record left in the ring makes the next wait return
+        # at once, which would undo the coalescing the program chose.
+        self.edge = edge
+        self._ep.register(map_fd, select.EPOLLIN | (select.EPOLLET if edge else 0))
         self.records = 0
         self.discarded = 0
 
@@ -117,7 +121,10 @@ class RingReader:
         """Block until the kernel wakes us or ``timeout_ms`` passed. True if data may be ready.
 
         With BPF_RB_NO_WAKEUP producers there is no wake-up: callers poll on a period.
+        Edge-triggered, it waits for a wake-up even when records are pending.
         """
+        if self.edge:
+            return bool(self._ep.poll(timeout_ms / 1000.0 if timeout_ms >= 0 else -1))
         if self.pending():
             return True
         return bool(self._ep.poll(timeout_ms / 1000.0 if timeout_ms >= 0 else -1)) or self.pending()

@@ -120,11 +120,17 @@ def validate(cfg: dict) -> dict:
         _need(cfg, k, float, lambda v: 0 <= v <= 86400)
     wk = _need(cfg, "wakeup", dict)
     if wk.get("policy") not in vocab.WAKEUP_POLICIES:
-        raise ConfigError("wakeup.policy", "'per-record' or 'batch'")
+        raise ConfigError("wakeup.policy", f"one of {vocab.WAKEUP_POLICIES}")
     if wk["policy"] == "batch":
         iv, hi = wk.get("interval_ms"), vocab.LIMITS["wakeup_ms"].hi
         if not isinstance(iv, (int, float)) or isinstance(iv, bool) or not 0 < iv <= hi:
             raise ConfigError("wakeup.interval_ms", f"a number in (0, {hi}] for the batch policy")
+    if wk["policy"] == "coalesce":
+        for k, lim in (("records", "coalesce_records"), ("timeout_us", "coalesce_us")):
+            try:
+                vocab.limited(lim, wk.get(k))
+            except vocab.Invalid as exc:
+                raise ConfigError(f"wakeup.{k}", str(exc)) from None
     _need(cfg, "xdp_mode", str, lambda v: v in vocab.XDP_MODES, f"one of {vocab.XDP_MODES}")
     _rule(cfg, "ringbuf_bytes", vocab.ringbuf_bytes)
     # One ring-buffer record = 8-byte header + 16-byte skim_rec + capture, padded: room for two

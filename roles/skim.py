@@ -21,7 +21,7 @@ HW_COUNTERS = ("matched", "captured", "dropped_full", "dropped_oversize", "passe
                "malformed", "fragments", "forwarded", "uncaptured", "dropped_order",
                "mailbox")  # enum skim_counter in hardworker.c
 SENSOR_COUNTERS = ("rewritten", "passed", "malformed")  # enum skim_counter in sensor.c
-WAKEUPS = {"per-record": 0, "batch": 1}  # 1 = BPF_RB_NO_WAKEUP
+WAKEUPS = {"per-record": 0, "batch": 1, "coalesce": 1}  # 1 = BPF_RB_NO_WAKEUP (coalesce: see wake_records)
 MAILBOX_SLOTS = 64  # SKIM_SLOTS in bpf/deliver.h: latest's slots, indexed by sensor id
 _REC = struct.Struct("=4sHBBIII")  # struct skim_rec header: saddr, sport, flags, kind, seq, len, base
 KIND_RAW, KIND_RECORD = 0, 1  # SKIM_KIND_* in bpf/deliver.h
@@ -93,9 +93,11 @@ class HardworkerSkim(_Attached):
 
     def __init__(self, *, interface, hw_ip, hw_mac, logger_ip, logger_mac, tos, port,
                  capture_bytes=1448, ringbuf_bytes=1 << 20, wakeup="per-record",
-                 xdp_mode="generic", deliver=None, record_len=None):
+                 xdp_mode="generic", deliver=None, record_len=None, wake_records=None):
         if wakeup not in WAKEUPS:
             raise ValueError(f"wakeup: must be one of {sorted(WAKEUPS)}, got {wakeup!r}")
+        if (wakeup == "coalesce") != (wake_records is not None):
+            raise ValueError(f"wake_records: {wake_records!r} is for (and needed by) the coalesce wake-up")
         if xdp_mode not in xdp.MODES:
             raise ValueError(f"xdp_mode: must be one of {xdp.MODES}, got {xdp_mode!r}")
         xdp._check_ifname(interface)
@@ -103,14 +105,15 @@ class HardworkerSkim(_Attached):
         flags = xdp.compile_flags(
             SKIM_TOS=tos, SKIM_PORT=port, HW_IP=hw_ip, LOGGER_IP=logger_ip,
             SKIM_CAPTURE=capture_bytes, SKIM_RINGBUF_BYTES=ringbuf_bytes, SKIM_WAKEUP=WAKEUPS[wakeup],
-            **self._policy_flags(deliver, record_len, capture_bytes))
+            **self._policy_flags(deliver, record_len, capture_bytes),
+            **({"SKIM_WAKE_RECORDS": wake_records} if wake_records is not None else {}))
         self.interface, self.xdp_mode, self.wakeup = interface, xdp_mode, wakeup
         self.capture_bytes = capture_bytes
         self.attached_mode = None
         self.bpf = xdp.load("hardworker.c", flags)
         set_addrs(self.bpf, [(hw_ip, hw_mac), (logger_ip, logger_mac)])
         events = self.bpf[b"events"]
-        self.reader = RingReader(events.map_fd, int(events.max_entries))
+        self.reader = RingReader(events.map_fd, int(events.max_entries), edge=wakeup == "coalesce")
         self.mailbox = None
         if self.deliver.kind == "latest":
             box = self.bpf[b"mailbox"]

@@ -89,6 +89,7 @@ class Transport:
     def __init__(self, cfg, streams: dict):
         self.cfg, self.streams = cfg, streams
         self._tick = None
+        self.drains = 0  # wake-ups that found data (what the coalesce wake-up saves)
 
     def setup(self, role) -> dict:
         return {}
@@ -142,21 +143,45 @@ class TcpTransport(Transport):
         self.sel = selectors.DefaultSelector()  # epoll
         self.sel.register(self.lsock, selectors.EVENT_READ, None)
         self.conns = {}
+        self._deadline = None  # coalesce: when every socket is drained next
         return {"listen": f"{me['ip']}:{self.cfg['port']}"}
 
     def step(self, stop, sink):
         tick = self.batch_tick()
+        if self.cfg["wakeup"]["policy"] == "coalesce":
+            return self._step_coalesce(sink)
         if tick is None:
             for key, _ in self.sel.select(timeout=0.1):
                 if key.data is None:
                     self._accept_all()
                 else:
+                    self.drains += 1
                     self._read(key.fileobj, key.data, sink, drain=False)
             return
         tick.sleep(stop)
         self._accept_all()
+        self.drains += 1
         for sock, st in list(self.conns.items()):
             self._read(sock, st, sink, drain=True)
+
+    def _step_coalesce(self, sink):
+        """Wake when a socket holds N records (SO_RCVLOWAT, set at accept) or when T passed
+        since the last full drain: then every socket is drained, so no record waits > T."""
+        wk = self.cfg["wakeup"]
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + wk["timeout_us"] / 1e6
+        for key, _ in self.sel.select(timeout=max(0.0, self._deadline - now)):
+            if key.data is None:
+                self._accept_all()
+            else:
+                self.drains += 1
+                self._read(key.fileobj, key.data, sink, drain=True)
+        if time.monotonic() >= self._deadline:
+            self._deadline = None
+            self.drains += 1
+            for sock, st in list(self.conns.items()):
+                self._read(sock, st, sink, drain=True)
 
     def _accept_all(self):
         while True:
@@ -165,6 +190,9 @@ class TcpTransport(Transport):
             except (BlockingIOError, InterruptedError):
                 return
             sock.setblocking(False)
+            if self.cfg["wakeup"]["policy"] == "coalesce":  # readable once N records wait
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT,
+                                self.cfg["wakeup"]["records"] * (HEADER_SIZE + self.cfg["size_bytes"]))
             st = self.streams[peer] = Stream(peer)
             self.conns[sock] = st
             self.sel.register(sock, selectors.EVENT_READ, st)
@@ -191,6 +219,7 @@ class TcpTransport(Transport):
                 return
 
     def close(self, summary):
+        summary["drains"] = self.drains
         if not hasattr(self, "sel"):
             return  # setup failed before anything was opened
         for sock in self.conns:
@@ -283,7 +312,7 @@ class XdpTransport(Transport):
             hw_mac=hosts["hardworker"]["mac"], logger_ip=hosts["logger"]["ip"],
             logger_mac=hosts["logger"]["mac"], tos=cfg["tos"], port=cfg["port"],
             capture_bytes=cfg["capture_bytes"], ringbuf_bytes=cfg["ringbuf_bytes"],
-            wakeup="batch" if wk["policy"] == "batch" else "per-record", xdp_mode=cfg["xdp_mode"],
+            wakeup=wk["policy"], wake_records=wk.get("records"), xdp_mode=cfg["xdp_mode"],
             deliver=self.policy, record_len=HEADER_SIZE + cfg["size_bytes"])
         role.summary["setup_cpu_s"] = time.process_time() - t0  # compiling: outside the window
         self.reasm = Reassembler()
@@ -308,9 +337,14 @@ class XdpTransport(Transport):
         tick = self.batch_tick()
         if tick is not None:
             tick.sleep(stop)
+        elif self.cfg["wakeup"]["policy"] == "coalesce":
+            # the program wakes us once N records wait; the timeout bounds every record's
+            # wait by T (a record arriving after we began waiting waits less)
+            self.skim.wait(self.cfg["wakeup"]["timeout_us"] / 1000)
         elif not self.skim.wait(100):
             return
         batch = self.skim.drain()
+        self.drains += bool(batch)
         if batch:
             consume_batch(batch, self.streams, self.reasm, sink, time.time_ns(),
                           policy=self.policy.kind != "all")
@@ -340,6 +374,7 @@ class XdpTransport(Transport):
         return time.monotonic() - self._done_at > self.linger_s
 
     def close(self, summary):
+        summary["drains"] = self.drains
         try:
             if self.skim is not None:
                 try:

@@ -31,7 +31,7 @@ ROLES = ("sensor", "hardworker", "logger")
 MODES = ("xdp", "tcp")  # the traffic modes a run compares
 TRIAL_MODES = (*MODES, "idle")  # idle: the baseline trial, no traffic
 XDP_MODES = ("generic", "native", "auto")
-WAKEUP_POLICIES = ("per-record", "batch")
+WAKEUP_POLICIES = ("per-record", "batch", "coalesce")
 
 
 # --- limits ----------------------------------------------------------------------------------
@@ -52,6 +52,8 @@ LIMITS = {
     "capture_bytes": Limit(1448, 9000, int),  # one MSS up to a jumbo frame
     "ringbuf_bytes": Limit(4096, 1 << 30, int),  # and a power of two
     "wakeup_ms": Limit(1, 10_000, int),
+    "coalesce_records": Limit(1, 4_096, int),
+    "coalesce_us": Limit(1, 10_000_000, int),
     "marker_port": Limit(1024, 65_535, int),
     "ssh_port": Limit(1, 65_535, int),
     "stop_timeout_s": Limit(0, 3_600),
@@ -119,20 +121,46 @@ def tos_marker(value) -> int:
 
 
 # --- wake-up policy --------------------------------------------------------------------------
-_WAKEUP = re.compile(r"per-record|batch:([0-9]+)ms")
+_WAKEUP = re.compile(r"per-record|batch:([0-9]+)ms|coalesce:([0-9]+):([0-9]+)(us|ms)")
+WAKEUP_FORMS = "'per-record', 'batch:<N>ms' or 'coalesce:<records>:<T>us|ms'"
 
 
 def wakeup(text) -> dict:
-    """'per-record' -> {"policy": "per-record"}; 'batch:10ms' -> {"policy": "batch", "interval_ms": 10}."""
+    """The wake-up policy from its text form:
+
+    * 'per-record' -> {"policy": "per-record"}: wake for every record (adaptively: only a
+      consumer that is waiting is woken);
+    * 'batch:10ms' -> {"policy": "batch", "interval_ms": 10}: wake on a period;
+    * 'coalesce:16:500us' -> {"policy": "coalesce", "records": 16, "timeout_us": 500}: wake
+      once 16 records wait, or 500 µs after the consumer began waiting, whichever is first
+      (the wait's resolution is epoll's 1 ms, so a T under 1 ms waits up to 1 ms)."""
     m = _WAKEUP.fullmatch(text) if isinstance(text, str) else None
     if not m:
-        raise Invalid("is not 'per-record' or 'batch:<N>ms' with N in 1..10000")
+        raise Invalid(f"is not {WAKEUP_FORMS}")
+    if m.group(2) is not None:
+        n = limited("coalesce_records", int(m.group(2)))
+        us = int(m.group(3)) * (1000 if m.group(4) == "ms" else 1)
+        try:
+            return {"policy": "coalesce", "records": n, "timeout_us": limited("coalesce_us", us)}
+        except Invalid:
+            raise Invalid("timeout must be 1 us..10 s") from None
     if m.group(1) is None:
         return {"policy": "per-record"}
     try:
         return {"policy": "batch", "interval_ms": limited("wakeup_ms", int(m.group(1)))}
     except Invalid:
         raise Invalid("interval must be 1..10000 ms") from None
+
+
+def wakeup_text(w) -> str:
+    """The text form of a wake-up dict (the inverse of ``wakeup``); other values as str."""
+    if not isinstance(w, dict):
+        return "-" if w is None else str(w)
+    if w.get("policy") == "coalesce":
+        return f"coalesce:{w.get('records')}:{w.get('timeout_us')}us"
+    if w.get("interval_ms") is not None:
+        return f"{w.get('policy', '?')}:{w['interval_ms']:g}ms"
+    return str(w.get("policy", "?"))
 
 
 # --- names and addresses ---------------------------------------------------------------------

@@ -36,9 +36,10 @@ _KINDS = {
     # delivery policy (roles/delivery.py: bpf_defines)
     "SKIM_DELIVER": "deliver", "SKIM_FILTER": "filter", "SKIM_LO": "i32", "SKIM_HI": "i32",
     "SKIM_DEADBAND": "i32", "SKIM_EVERY": "every", "SKIM_RECORD_LEN": "capture",
+    "SKIM_WAKE_RECORDS": "wake_records",
 }
 _INT_RANGES = {"deliver": (0, 2), "filter": (0, 3), "i32": (-(1 << 31), (1 << 31) - 1),
-               "every": (1, 1_000_000)}
+               "every": (1, 1_000_000), "wake_records": (1, 4_096)}
 
 
 def _render(key, kind, value):

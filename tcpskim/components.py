@@ -10,6 +10,8 @@ with their evidence.
 
 from __future__ import annotations
 
+from roles import vocab
+
 from .stats import mean_ci
 
 SMALL_US = 0.05
@@ -24,9 +26,7 @@ def _mean(rows, key, name):
 
 
 def _wakeup(w) -> str:
-    if isinstance(w, dict):
-        return w.get("policy", "?") + (f":{w['interval_ms']:g}ms" if w.get("interval_ms") else "")
-    return str(w)
+    return vocab.wakeup_text(w)
 
 
 def _cells(rows):

@@ -16,7 +16,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from roles import delivery
+from roles import delivery, vocab
 
 ROLES = ("sensor", "hardworker", "logger")
 MODES = ("xdp", "tcp")
@@ -30,7 +30,6 @@ _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 _PATH = re.compile(r"^[A-Za-z0-9_./~+-]+$")  # no spaces or shell metacharacters
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
-_WAKEUP = re.compile(r"^(per-record|batch:(\d+)ms)$")
 
 
 class InventoryError(ValueError):
@@ -397,13 +396,8 @@ def _experiment(f, table) -> dict:
 
 
 def parse_wakeup(text: str) -> dict:
-    """'per-record' -> {"policy": "per-record"}; 'batch:10ms' -> {"policy": "batch", "interval_ms": 10}."""
-    m = _WAKEUP.match(text)
-    if not m:
-        raise InventoryError(f"wakeup: {text!r} is not 'per-record' or 'batch:<N>ms'")
-    if m.group(2):
-        ms = int(m.group(2))
-        if not 1 <= ms <= 10_000:
-            raise InventoryError(f"wakeup: {text!r} interval must be 1..10000 ms")
-        return {"policy": "batch", "interval_ms": ms}
-    return {"policy": "per-record"}
+    """The wake-up policy (roles.vocab.wakeup: the host half applies the same rule)."""
+    try:
+        return vocab.wakeup(text)
+    except vocab.Invalid as exc:
+        raise InventoryError(f"wakeup: {text!r} {exc}") from None

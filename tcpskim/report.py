@@ -31,6 +31,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
+from roles import vocab  # noqa: E402
+
 from . import components, resolve, stats  # noqa: E402
 
 LAB_NOTE = ("lab: all hosts share one kernel; only the hardworker's dedicated CPU and "
@@ -236,10 +238,7 @@ def _header(run) -> str:
 
 
 def _wakeup_str(w) -> str:
-    if isinstance(w, dict):
-        pol = w.get("policy", "?")
-        return f"{pol}/{w['interval_ms']}ms" if "interval_ms" in w else str(pol)
-    return "-" if w is None else str(w)
+    return vocab.wakeup_text(w)
 
 
 # ----------------------------------------------------------------------------- tables

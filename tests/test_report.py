@@ -69,7 +69,7 @@ def test_write_report_tables(clean_run):
     text, files = report.write_report(clean_run)
     # header line
     assert "run 20240101T000000-test" in text and "status ok" in text
-    assert "wakeup=batch/5ms" in text and "repeat=3" in text
+    assert "wakeup=batch:5ms" in text and "repeat=3" in text
     # per-mode table: both modes at both rates, mean and hand-computed t CI (t(2)=4.302653)
     for rate in (1000, 2000):
         xdp = _line(text, "xdp", rate, 1024)

@@ -29,6 +29,9 @@ def test_a_complete_config_is_valid_and_gets_defaults():
     ({"mode": "udp"}, "mode"),
     ({"interface": "eth0; reboot"}, "interface"),
     ({"wakeup": {"policy": "batch", "interval_ms": 0}}, "wakeup.interval_ms"),
+    ({"wakeup": {"policy": "coalesce", "records": 0, "timeout_us": 100}}, "wakeup.records"),
+    ({"wakeup": {"policy": "coalesce", "records": 8}}, "wakeup.timeout_us"),
+    ({"wakeup": {"policy": "sometimes"}}, "wakeup.policy"),
 ])
 def test_bad_values_name_their_key(over, key):
     with pytest.raises(runtime.ConfigError) as exc:

@@ -256,3 +256,32 @@ def test_policy_programs_pass_the_verifier_and_evaluate_in_order(spec):
         assert c["dropped_order"] == 1, c
     finally:
         skim.close()
+
+
+def test_coalesce_program_wakes_the_consumer_once_n_records_wait():
+    """wakeup coalesce:4: the program submits without a wake-up for three records and forces
+    one with the fourth, whenever the consumer drains (here late, after six): the
+    edge-triggered reader sees exactly the wake-ups the program chose, no more."""
+    from roles import xdp
+
+    skim = _hardworker(wakeup="coalesce", wake_records=4)
+    try:
+        fd = _prog_fd(skim, "xdp_hardworker")
+        woken = []
+        for seq in range(12):
+            assert xdp.prog_test_run(fd, _segment(b"c" * 1024, seq=seq * 1024))[0] == XDP_TX
+            woken.append(skim.reader.wait(0))
+            if seq == 5:  # the consumer drains late: 6 records, then the count restarts
+                assert [r[1] for r in skim.drain()] == [q * 1024 for q in range(6)]
+        assert [i for i, w in enumerate(woken) if w] == [3, 7, 11]
+        assert len(skim.drain()) == 6 and not skim.reader.pending()
+        assert skim.counters()["captured"] == 12
+    finally:
+        skim.close()
+
+
+def test_coalesce_needs_its_record_count():
+    with pytest.raises(ValueError, match="wake_records"):
+        _hardworker(wakeup="coalesce")
+    with pytest.raises(ValueError, match="wake_records"):
+        _hardworker(wakeup="batch", wake_records=4)

@@ -86,3 +86,24 @@ def test_branch_rule_never_accepts_what_git_refuses(name):
     except vocab.Invalid:
         return
     assert _git_accepts(name), name
+
+
+@pytest.mark.parametrize("text, want", [
+    ("per-record", {"policy": "per-record"}),
+    ("batch:10ms", {"policy": "batch", "interval_ms": 10}),
+    ("coalesce:16:500us", {"policy": "coalesce", "records": 16, "timeout_us": 500}),
+    ("coalesce:1:5ms", {"policy": "coalesce", "records": 1, "timeout_us": 5000}),
+])
+def test_wakeup_forms_and_their_text(text, want):
+    assert vocab.wakeup(text) == want
+    assert vocab.wakeup(vocab.wakeup_text(want)) == want  # the report's text reads back
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("coalesce:0:5ms", "out of range"), ("coalesce:5000:5ms", "out of range"),
+    ("coalesce:4:0us", "timeout"), ("coalesce:4:20000ms", "timeout"), ("coalesce:4:5s", "coalesce"),
+    ("coalesce:4", "coalesce"), ("batch:0ms", "interval"),
+])
+def test_bad_wakeups_say_why(bad, why):
+    with pytest.raises(vocab.Invalid, match=why):
+        vocab.wakeup(bad)
