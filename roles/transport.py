@@ -179,9 +179,8 @@ class TcpTransport(Transport):
                 self._read(key.fileobj, key.data, sink, drain=True)
         if time.monotonic() >= self._deadline:
             self._deadline = None
-            self.drains += 1
-            for sock, st in list(self.conns.items()):
-                self._read(sock, st, sink, drain=True)
+            got = [self._read(sock, st, sink, drain=True) for sock, st in list(self.conns.items())]
+            self.drains += any(got)  # like xdp's count: a drain that found data
 
     def _accept_all(self):
         while True:
@@ -198,12 +197,14 @@ class TcpTransport(Transport):
             self.sel.register(sock, selectors.EVENT_READ, st)
             log.info("accepted %s:%d", *peer)
 
-    def _read(self, sock, st, sink, drain):
+    def _read(self, sock, st, sink, drain) -> int:
+        """Feed what the socket holds (one recv, or all with ``drain``); the bytes read."""
+        n = 0
         while True:
             try:
                 data = sock.recv(1 << 16)
             except (BlockingIOError, InterruptedError):
-                return
+                return n
             except OSError as exc:
                 log.warning("%s: %s", st.info()["key"], exc)
                 data = b""
@@ -214,9 +215,10 @@ class TcpTransport(Transport):
                 del self.conns[sock]
                 st.finished = True
                 log.info("%s closed: %s", st.info()["key"], st.info())
-                return
+                return n
+            n += len(data)
             if not drain:
-                return
+                return n
 
     def close(self, summary):
         summary["drains"] = self.drains
