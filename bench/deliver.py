@@ -10,6 +10,7 @@ Scenarios (1 KiB records):
   latest-50    latest:10 at 50 Hz
   latest-2k    latest:10 at 2 kHz
   all-2k       all at 2 kHz, batch:10ms (the consumer's own cost: process CPU per record)
+  coalesce-2k  all at 2 kHz, wake after 20 records or 10 ms (the program counts, tcp SO_RCVLOWAT)
 
 Each runs interleaved xdp and tcp trials with an idle baseline per repeat through the same
 runner as `invoke run-experiment`, and prints per mode the mean and 95 % CI of the busy CPU of
@@ -44,6 +45,7 @@ SCENARIOS = {  # name: (deliver, rate, wakeup, column compared, target for xdp/t
     "latest-50": ("latest:10", "50", "per-record", "hw_cpu_us_per_sent_record", 0.5),
     "latest-2k": ("latest:10", "2000", "per-record", "hw_cpu_us_per_sent_record", 0.5),
     "all-2k": ("all", "2000", "batch:10ms", "hw_process_cpu_us_per_record", 1.0),
+    "coalesce-2k": ("all", "2000", "coalesce:20:10ms", "hw_cpu_us_per_sent_record", 1.0),
 }
 
 
