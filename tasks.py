@@ -31,7 +31,13 @@ def _inventory(path):
 @contextlib.contextmanager
 def _fleet(c, inv, accept_new_keys=False):
     with Fleet(inv, accept_new_keys=accept_new_keys, sudo_password=c.config.sudo.password) as fleet:
+        fleet.progress = _report_failure  # a failed host is told at once, not after the slowest
         yield fleet
+
+
+def _report_failure(result):
+    if result.failed:
+        print(f"{result.host}: failed: {result.detail}", file=sys.stderr, flush=True)
 
 
 def _finish(title, results, columns=None):
@@ -97,8 +103,9 @@ def lab_status(c, inventory=None):
 # --- fleet tasks ----------------------------------------------------------------------------
 @task(help={"inventory": INV_HELP, "hosts": HOSTS_HELP,
             "install-deps": "install host prerequisites (bcc, headers, pyroute2, iproute2, ethtool) with apt",
-            "accept-new-host-keys": "trust host keys not yet in known_hosts (never a changed key)"})
-def deploy(c, inventory=None, hosts=None, install_deps=False, accept_new_host_keys=False):
+            "accept-new-host-keys": "trust host keys not yet in known_hosts (never a changed key)",
+            "check": "report what each host would change, change nothing"})
+def deploy(c, inventory=None, hosts=None, install_deps=False, accept_new_host_keys=False, check=False):
     """Clone or git pull --ff-only the code on every host and check its runtime."""
     from tcpskim.deploy import code_source, control_warnings, deploy as do_deploy
 
@@ -112,8 +119,8 @@ def deploy(c, inventory=None, hosts=None, install_deps=False, accept_new_host_ke
     for w in warnings:
         print(f"warning: {w}")
     with _fleet(c, inv, accept_new_host_keys) as fleet:
-        results = do_deploy(fleet, targets, install=install_deps)
-    _finish("deploy", results, ["commit"])
+        results = do_deploy(fleet, targets, install=install_deps, check=check)
+    _finish("deploy (check)" if check else "deploy", results, ["commit"])
 
 
 @task(help={"inventory": INV_HELP, "hosts": HOSTS_HELP,
@@ -145,12 +152,10 @@ def fix_network(c, inventory=None, dry_run=False, watch=False, interval=10.0, mi
     if routes:
         ok &= summary("fix-network: control-machine routes", routes)
     with _fleet(c, inv) as fleet:
-        found = netfix.discover_macs(fleet, list(inv.hosts))
-        ok &= summary("fix-network: data-plane MACs", found, ["ip", "mac"])
-        macs = {r.host: r.data["mac"] for r in found if not r.failed}
+        macs, unknown = netfix.plan_macs(fleet, list(inv.hosts))
         pinned = netfix.pin_neighbours(fleet, [h for h in inv.hosts if h.name in macs], macs, dry_run)
-        pinned += [r for r in found if r.failed]
-        ok &= summary("fix-network: neighbour pins" + (" (dry run)" if dry_run else ""), pinned, ["pinned"])
+        ok &= summary("fix-network: neighbour pins" + (" (dry run)" if dry_run else ""), pinned + unknown,
+                      ["ip", "mac", "pinned"])
     if watch:
         from tcpskim.netwatch import Watch
 

@@ -1,9 +1,11 @@
 """Host-side command line the control machine calls over SSH: ``python3 -m roles.hostctl CMD``.
 
-Every subcommand prints exactly one JSON object on stdout (the control side parses it) and
-exits 0 on success, 1 with ``{"error": "..."}`` on failure. Subcommands live in small
-modules (``roles.netops`` for network facts and fixes, ``roles.procs`` for starting and
-stopping roles); this file only dispatches.
+Every subcommand prints exactly one JSON object on stdout in the shape of ``roles.answer``
+(``changed``, ``failed``, ``msg``, ``data``) and exits 0, or 1 when it failed. Every command
+that changes state takes ``--check`` (say what would change, change nothing). Subcommands live
+in small modules (``roles.netops`` for network facts and fixes, ``roles.procs`` for starting
+and stopping roles, ``roles.deployctl`` for deploy's update and checks); this file only
+dispatches. Nothing heavy (bcc, pyroute2) is imported before a command needs it.
 """
 
 import argparse
@@ -12,20 +14,19 @@ import sys
 
 
 def main(argv=None):
-    from roles import netops, procs
+    from roles import answer, deployctl, netops, procs
 
     parser = argparse.ArgumentParser(prog="roles.hostctl", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for module in (netops, procs):
+    for module in (netops, procs, deployctl):
         module.register(sub)
     args = parser.parse_args(argv)
     try:
-        result = args.func(args)
+        result = answer.shape(args.func(args))
     except Exception as exc:  # one line for the control side, never a traceback on stdout
-        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
-        return 1
-    print(json.dumps(result if result is not None else {}, default=str))
-    return 0
+        result = answer.failure(f"{type(exc).__name__}: {exc}")
+    print(json.dumps(result, default=str))
+    return 1 if result["failed"] else 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Host-side network facts and fixes (pyroute2), and host checks, for ``roles.hostctl``.
 
 Subcommands: ``facts`` (interface MAC/state, kernel, arch, clock), ``neigh-pin`` (permanent
-neighbour entries, read back), ``neigh-show``, ``detach-xdp``, ``headers-shim`` (make bcc find
-kernel headers when the running kernel has none) and ``check`` (what ``invoke doctor`` shows:
-bcc imports, compiles and loads a trivial XDP program, which XDP modes attach).
+neighbour entries, read back), ``netfix`` (fix-network's one call: the host's own interface
+checked against the MAC its peers will pin, then ``neigh-pin``), ``neigh-show``, ``detach-xdp``,
+``headers-shim`` (make bcc find kernel headers when the running kernel has none) and ``check``
+(what ``invoke doctor`` shows: bcc imports, compiles and loads a trivial XDP program, which XDP
+modes attach). Commands that change state answer in ``roles.answer``'s shape and take ``--check``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import re
 import subprocess
 import time
 from pathlib import Path
+
+from roles.answer import add_check, answer, failure
 
 NUD_PERMANENT = 0x80
 
@@ -62,47 +66,90 @@ def neigh_show(args) -> dict:
         return {"neighbours": rows}
 
 
-def neigh_pin(args) -> dict:
+def _pin(ipr, interface: str, wanted: dict[str, str], check: bool) -> tuple[list[str], list[str]]:
+    """Pin ``wanted`` (IP -> MAC) as PERMANENT where it differs; read back. (changed, ok) IPs."""
+    changed, ok = [], []
+    idx = _link(ipr, interface)["index"]
+    have = {n.get_attr("NDA_DST"): n for n in ipr.get_neighbours(ifindex=idx, family=2)}
+    for ip, mac in wanted.items():
+        n = have.get(ip)
+        if n is not None and n["state"] & NUD_PERMANENT and (n.get_attr("NDA_LLADDR") or "").lower() == mac.lower():
+            ok.append(ip)
+            continue
+        if not check:
+            ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
+        changed.append(ip)
+    if not check and changed:
+        now = {n.get_attr("NDA_DST"): n for n in ipr.get_neighbours(ifindex=idx, family=2)}
+        for ip, mac in wanted.items():
+            n = now.get(ip)
+            if n is None or not n["state"] & NUD_PERMANENT or (n.get_attr("NDA_LLADDR") or "").lower() != mac.lower():
+                raise RuntimeError(f"neighbour {ip} -> {mac} did not stick on {interface}")
+    return changed, ok
+
+
+def _pin_answer(changed: list[str], ok: list[str], check: bool, data: dict | None = None):
+    verb = "would pin" if check else "pinned"
+    msg = f"{verb} {', '.join(changed)}" if changed else f"{len(ok)} peers already pinned"
+    return answer({**(data or {}), "changed": changed, "ok": ok, "check": check}, changed=bool(changed), msg=msg)
+
+
+def neigh_pin(args):
     """Pin ``IP=MAC`` pairs as PERMANENT neighbours; change only what differs; verify by reading back."""
     wanted = dict(p.split("=", 1) for p in args.peer)
-    changed, ok = [], []
+    check = args.check or args.dry_run
     with _ipr() as ipr:
-        idx = _link(ipr, args.interface)["index"]
-        have = {n.get_attr("NDA_DST"): n for n in ipr.get_neighbours(ifindex=idx, family=2)}
-        for ip, mac in wanted.items():
-            n = have.get(ip)
-            if n is not None and n["state"] & NUD_PERMANENT and (n.get_attr("NDA_LLADDR") or "").lower() == mac.lower():
-                ok.append(ip)
-                continue
-            if not args.dry_run:
-                ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
-            changed.append(ip)
-        if not args.dry_run:
-            now = {n.get_attr("NDA_DST"): n for n in ipr.get_neighbours(ifindex=idx, family=2)}
-            for ip, mac in wanted.items():
-                n = now.get(ip)
-                if n is None or not n["state"] & NUD_PERMANENT or n.get_attr("NDA_LLADDR").lower() != mac.lower():
-                    raise RuntimeError(f"neighbour {ip} -> {mac} did not stick on {args.interface}")
-    return {"changed": changed, "ok": ok, "dry_run": args.dry_run}
+        changed, ok = _pin(ipr, args.interface, wanted, check)
+    return _pin_answer(changed, ok, check)
 
 
-def detach_xdp(args) -> dict:
+def netfix(args):
+    """fix-network in one call: this host's interface up and carrying ``--mac`` (what its peers
+    pin for it), then its peers pinned. A wrong MAC fails before anything is pinned."""
+    wanted = dict(p.split("=", 1) for p in args.peer)
+    with _ipr() as ipr:
+        link = _link(ipr, args.interface)
+        mac = (link.get_attr("IFLA_ADDRESS") or "").lower()
+        up = link.get_attr("IFLA_OPERSTATE") in ("UP", "UNKNOWN") and bool(link["flags"] & 1)
+        data = {"mac": mac, "interface": args.interface}
+        if not up:
+            return failure(f"{args.interface} is down", data)
+        if args.mac and mac != args.mac.lower():
+            return failure(f"{args.interface} has MAC {mac}, {args.mac_source} says {args.mac.lower()}", data)
+        changed, ok = _pin(ipr, args.interface, wanted, args.check)
+    return _pin_answer(changed, ok, args.check, data)
+
+
+def _xdp_prog(interface: str):
+    with _ipr() as ipr:
+        xdp = _link(ipr, interface).get_attr("IFLA_XDP")
+        return xdp.get_attr("IFLA_XDP_PROG_ID") if xdp else None
+
+
+def detach_xdp(args):
+    if args.check:
+        prog = _xdp_prog(args.interface)
+        return answer({"detached": False, "prog_id": prog, "interface": args.interface}, changed=bool(prog),
+                      msg=f"would detach XDP prog {prog}" if prog else "no XDP program attached")
     from roles import xdp
 
-    return {"detached": bool(xdp.detach_any(args.interface)), "interface": args.interface}
+    detached = bool(xdp.detach_any(args.interface))
+    return answer({"detached": detached, "interface": args.interface}, changed=detached,
+                  msg=f"detached XDP from {args.interface}" if detached else "no XDP program attached")
 
 
 def _headers_dir() -> Path:
     return Path("/lib/modules") / platform.release() / "build"
 
 
-def headers_shim(args) -> dict:
+def headers_shim(args):
     """bcc needs /lib/modules/$(uname -r)/build. When the running kernel ships no headers (VMs,
     custom kernels), link the newest distribution headers package: enough for programs that use
     only UAPI headers, which is all tcpskim's are. Done only when headers are missing."""
     build = _headers_dir()
     if build.exists():
-        return {"headers": str(build.resolve()), "shim": build.is_symlink() and "linux-headers" in os.readlink(build)}
+        shim = build.is_symlink() and "linux-headers" in os.readlink(build)
+        return answer({"headers": str(build.resolve()), "shim": shim}, msg="kernel headers present")
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     candidates = sorted(glob.glob(f"/usr/src/linux-headers-*-{arch}") + glob.glob("/usr/src/linux-headers-*-rpi-*"),
                         key=lambda p: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", p)])
@@ -110,14 +157,16 @@ def headers_shim(args) -> dict:
         raise RuntimeError(f"no kernel headers for {platform.release()} and no /usr/src/linux-headers-*-{arch} "
                            f"package to link (install linux-headers-{arch})")
     target = Path(candidates[-1])
-    build.parent.mkdir(parents=True, exist_ok=True)
-    build.symlink_to(target)
-    common = Path(str(target).rsplit("-", 1)[0] + "-common")
-    source = build.parent / "source"
-    if common.exists() and not source.exists():
-        source.symlink_to(common)
-    print(f"headers-shim: {platform.release()} has no headers; linked {build} -> {target}", file=__import__("sys").stderr)
-    return {"headers": str(target), "shim": True, "created": True}
+    verb = "would link" if args.check else "linked"
+    msg = f"{verb} kernel headers {target} ({platform.release()} has none)"
+    if not args.check:
+        build.parent.mkdir(parents=True, exist_ok=True)
+        build.symlink_to(target)
+        common = Path(str(target).rsplit("-", 1)[0] + "-common")
+        source = build.parent / "source"
+        if common.exists() and not source.exists():
+            source.symlink_to(common)
+    return answer({"headers": str(target), "shim": True, "created": not args.check}, changed=True, msg=msg)
 
 
 _TRIVIAL_XDP = "int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }"
@@ -185,12 +234,22 @@ def register(sub) -> None:
     p = sub.add_parser("neigh-pin", help="pin IP=MAC neighbours as PERMANENT")
     p.add_argument("--interface", required=True)
     p.add_argument("--peer", action="append", default=[], help="IP=MAC, repeatable")
-    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="the same as --check")
+    add_check(p)
     p.set_defaults(func=neigh_pin)
+    p = sub.add_parser("netfix", help="check this host's MAC, then pin IP=MAC neighbours as PERMANENT")
+    p.add_argument("--interface", required=True)
+    p.add_argument("--mac", help="the MAC the peers pin for this host: fail if the interface has another")
+    p.add_argument("--mac-source", default="the inventory", help="where --mac comes from (for the message)")
+    p.add_argument("--peer", action="append", default=[], help="IP=MAC, repeatable")
+    add_check(p)
+    p.set_defaults(func=netfix)
     p = sub.add_parser("detach-xdp", help="remove any XDP program from an interface")
     p.add_argument("--interface", required=True)
+    add_check(p)
     p.set_defaults(func=detach_xdp)
     p = sub.add_parser("headers-shim", help="link distribution kernel headers when the running kernel has none")
+    add_check(p)
     p.set_defaults(func=headers_shim)
     p = sub.add_parser("check", help="bcc, headers, XDP modes (for invoke doctor)")
     p.add_argument("--interface")

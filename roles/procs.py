@@ -5,7 +5,8 @@
 state_dir/pids; ``wait-ready`` polls the role's ready file; ``go`` writes go.json; ``stop``
 TERMs (then KILLs) every role with a pidfile and detaches XDP; ``status`` lists the roles.
 A pid counts as a role only while /proc/<pid>/cmdline names a ``roles.`` module, so a reused
-pid is never signalled. Also runnable alone: ``python3 -m roles.procs CMD``.
+pid is never signalled. Also runnable alone: ``python3 -m roles.procs CMD``. ``start``, ``go``
+and ``stop`` answer in ``roles.answer``'s shape and take ``--check``.
 """
 
 import argparse
@@ -17,6 +18,7 @@ import sys
 import time
 
 from roles import runtime
+from roles.answer import add_check, answer, shape
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_STATE_DIR = os.path.join(CHECKOUT, ".tcpskim")
@@ -97,6 +99,8 @@ def start(args) -> dict:
     old = read_pid(p["pid"])
     if old and role_cmdline(old):
         raise RuntimeError(f"{name} is already running (pid {old})")
+    if args.check:
+        return answer({"role": name, "log": p["log"]}, changed=True, msg=f"would start {name}")
     os.makedirs(os.path.dirname(p["pid"]), exist_ok=True)
     os.makedirs(cfg["out_dir"], exist_ok=True)
     for stale in (p["ready"], p["summary"]):  # never let wait-ready see a previous run's file
@@ -111,7 +115,8 @@ def start(args) -> dict:
                                 start_new_session=True, close_fds=True)
     # The role rewrites (and at exit removes) the same file; writing it now closes the gap.
     runtime.write_atomic(p["pid"], f"{proc.pid}\n")
-    return {"pid": proc.pid, "role": name, "log": p["log"]}
+    return answer({"pid": proc.pid, "role": name, "log": p["log"]}, changed=True,
+                  msg=f"started {name} (pid {proc.pid})")
 
 
 def wait_ready(args) -> dict:
@@ -139,12 +144,29 @@ def wait_ready(args) -> dict:
 
 def go(args) -> dict:
     start_at = args.start_at if args.start_at is not None else time.time() + args.delay
-    os.makedirs(args.out_dir, exist_ok=True)
-    runtime.write_json_atomic(os.path.join(args.out_dir, "go.json"), {"start_at": start_at})
-    return {"start_at": start_at}
+    path = os.path.join(args.out_dir, "go.json")
+    if not args.check:
+        os.makedirs(args.out_dir, exist_ok=True)
+        runtime.write_json_atomic(path, {"start_at": start_at})
+    return answer({"start_at": start_at}, changed=True,
+                  msg=f"{'would write' if args.check else 'wrote'} {path} (start at {start_at:.3f})")
+
+
+def _stop_check(args) -> dict:
+    running = [name for name, _, pid in _pidfiles(args.state_dir, args.role) if pid is not None and role_cmdline(pid)]
+    prog = None
+    if args.interface:
+        from roles.netops import _xdp_prog
+        prog = _xdp_prog(args.interface)
+    parts = ([f"would stop {', '.join(running)}"] if running else []) + \
+        ([f"would detach XDP prog {prog} from {args.interface}"] if prog else [])
+    return answer({"running": running, "xdp_prog_id": prog}, changed=bool(parts),
+                  msg="; ".join(parts) or "nothing running")
 
 
 def stop(args) -> dict:
+    if args.check:
+        return _stop_check(args)
     targets = []
     stale = []
     for name, path, pid in _pidfiles(args.state_dir, args.role):
@@ -162,7 +184,11 @@ def stop(args) -> dict:
     if args.interface:
         from roles.xdp import detach_any
         detached = detach_any(args.interface)
-    return {"stopped": stopped, "killed": killed, "stale_pidfiles": stale, "xdp_detached": detached}
+    parts = ([f"stopped {', '.join(stopped)}"] if stopped else []) + \
+        ([f"KILLED {', '.join(killed)}"] if killed else []) + \
+        ([f"detached XDP from {args.interface}"] if detached else [])
+    return answer({"stopped": stopped, "killed": killed, "stale_pidfiles": stale, "xdp_detached": detached},
+                  changed=bool(stopped or killed or detached), msg="; ".join(parts) or "nothing running")
 
 
 def status(args) -> dict:
@@ -192,6 +218,7 @@ def _unlink(path):
 def register(sub) -> None:
     p = sub.add_parser("start", help="start a role fully detached; prints its pid")
     p.add_argument("--config", required=True, help="the role's JSON config")
+    add_check(p)
     p.set_defaults(func=start)
     p = sub.add_parser("wait-ready", help="wait until a role wrote its ready file")
     p.add_argument("--config", required=True, help="the role's JSON config")
@@ -201,12 +228,14 @@ def register(sub) -> None:
     p.add_argument("--out-dir", required=True, help="the trial's out_dir")
     p.add_argument("--start-at", type=float, help="epoch seconds")
     p.add_argument("--delay", type=float, default=1.0, help="start_at = now + DELAY when --start-at is absent")
+    add_check(p)
     p.set_defaults(func=go)
     p = sub.add_parser("stop", help="TERM (then KILL) running roles, detach XDP; idempotent")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="host state dir (default <checkout>/.tcpskim)")
     p.add_argument("--role", help="only this role (sensor, hardworker, logger)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds before SIGKILL (default 10)")
     p.add_argument("--interface", help="detach any XDP program from this interface afterwards")
+    add_check(p)
     p.set_defaults(func=stop)
     p = sub.add_parser("status", help="which roles are running")
     p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="host state dir (default <checkout>/.tcpskim)")
@@ -218,12 +247,11 @@ def main(argv=None) -> int:
     register(parser.add_subparsers(dest="cmd", required=True))
     args = parser.parse_args(argv)
     try:
-        result = args.func(args)
+        result = shape(args.func(args))
     except Exception as exc:  # same contract as roles.hostctl
-        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
-        return 1
+        result = answer(failed=True, msg=f"{type(exc).__name__}: {exc}")
     print(json.dumps(result, default=str))
-    return 0
+    return 1 if result["failed"] else 0
 
 
 if __name__ == "__main__":

@@ -4,14 +4,21 @@ The host half runs with the distribution's python3 (bcc from python3-bpfcc is im
 there), so "preparing the runtime" means checking that python3 imports bcc and pyroute2 and
 that bcc finds kernel headers (linking the headers shim when the kernel ships none).
 ``--install-deps`` installs what is missing with the host's package manager.
+
+Each host's deploy is ONE SSH command: a clone if there is no checkout yet, then
+``hostctl deploy`` (``roles.deployctl``), which pulls, re-checks bcc only when its package
+changed, and answers changed or not. A checkout older than that command gets one plain
+``git pull`` first, after which it has it.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 
 from . import CHECKOUT, localgit
 from .fleet import Fleet, HostError, HostResult, remote_path
+from .outcome import Answer, read_answer
 from .inventory import Host, Inventory
 
 # Debian / Raspberry Pi OS / Ubuntu package names for the host half.
@@ -32,23 +39,37 @@ def code_source(inv: Inventory) -> tuple[str, str]:
     return remote, branch
 
 
-def sync_checkout(fleet: Fleet, host: Host, remote: str, branch: str) -> tuple[str, str | None, str]:
-    """Clone or ``git pull --ff-only``; returns (action, old_commit, new_commit)."""
-    ck = remote_path(host.checkout)
+def deploy_command(host: Host, remote: str, branch: str, check: bool = False) -> str:
+    """The one shell command of a host's deploy (clone when needed, then hostctl deploy)."""
     q = shlex.quote
-    r = fleet.run(host, f"git -C {ck} rev-parse HEAD 2>/dev/null", warn=True)
-    old = r.stdout.strip() if r.exited == 0 else None
-    if old is None:
-        fleet.run(host, f"git clone --quiet --branch {q(branch)} -- {q(remote)} {ck}")
-        action = "cloned"
-    else:
-        url = fleet.run(host, f"git -C {ck} remote get-url origin", warn=True).stdout.strip()
-        if url != remote:
-            raise HostError(f"checkout {host.checkout} pulls from {url!r}, inventory says {remote!r}")
-        fleet.run(host, f"git -C {ck} checkout --quiet {q(branch)} && git -C {ck} pull --quiet --ff-only origin {q(branch)}")
-        action = "pulled"
-    new = fleet.run(host, f"git -C {ck} rev-parse HEAD").stdout.strip()
-    return action, old, new
+    ck = remote_path(host.checkout)
+    flag = " --check" if check else ""
+    hostctl = f"{q(host.python)} -m roles.hostctl deploy --remote {q(remote)} --branch {q(branch)}{flag}"
+    if check:
+        would = {"changed": True, "failed": False, "msg": f"would clone {branch} of {remote}",
+                 "data": {"action": "would clone"}}
+        absent = f"printf '%s\\n' {q(json.dumps(would))}"
+        return f"if ! test -d {ck}/.git; then {absent}; else cd {ck} && exec {hostctl}; fi"
+    clone = f"git clone --quiet --branch {q(branch)} -- {q(remote)} {ck} >&2"
+    return f"if ! test -d {ck}/.git; then {clone} && cd {ck} && exec {hostctl} --after none; " \
+           f"else cd {ck} && exec {hostctl}; fi"
+
+
+def update_host(fleet: Fleet, host: Host, remote: str, branch: str, check: bool = False) -> Answer:
+    """The host's deploy in one round trip; an old checkout (no ``hostctl deploy``) is pulled first."""
+    r = fleet.run(host, deploy_command(host, remote, branch, check), warn=True)
+    if r.exited == 2 and "invalid choice: 'deploy'" in r.stderr and not check:
+        ck = remote_path(host.checkout)
+        fleet.run(host, f"git -C {ck} checkout --quiet {shlex.quote(branch)} && "
+                        f"git -C {ck} pull --quiet --ff-only origin {shlex.quote(branch)}")
+        r = fleet.run(host, deploy_command(host, remote, branch), warn=True)
+    ans = read_answer(r, "deploy")
+    if ans.data.get("needs_root"):  # no kernel headers and not root: link them as root, once
+        shim = fleet.call(host, "headers-shim", *(["--check"] if check else []))
+        ans.data.update(shim.data, needs_root=False)
+        ans.changed |= shim.changed
+        ans.msg += f"; {shim.msg}" if shim.changed else ""
+    return ans
 
 
 def install_deps(fleet: Fleet, host: Host) -> str:
@@ -71,34 +92,18 @@ def install_deps(fleet: Fleet, host: Host) -> str:
     return f"apt: {pkgs}" + (f" {got[0]}" if got else " (no kernel headers package found)") + " present"
 
 
-def check_runtime(fleet: Fleet, host: Host) -> dict:
-    """Host half runtime: python3 imports bcc + pyroute2; headers present (shim if needed)."""
-    q = shlex.quote
-    r = fleet.run(host, f"{q(host.python)} -c 'import bcc, pyroute2'", warn=True)
-    if r.exited != 0:
-        raise HostError(f"{host.python} cannot import bcc/pyroute2 ({(r.stderr.strip().splitlines() or ['?'])[-1]}); "
-                        "run invoke deploy --install-deps")
-    return fleet.hostctl(host, "headers-shim")
-
-
-def deploy(fleet: Fleet, hosts: list[Host], *, install: bool = False) -> list[HostResult]:
+def deploy(fleet: Fleet, hosts: list[Host], *, install: bool = False, check: bool = False) -> list[HostResult]:
     remote, branch = code_source(fleet.inv)
     control_head = localgit.head()
 
     def one(host: Host) -> HostResult:
-        notes = []
-        if install:
-            notes.append(install_deps(fleet, host))
-        action, old, new = sync_checkout(fleet, host, remote, branch)
-        shim = check_runtime(fleet, host)
-        if shim.get("created"):
-            notes.append(f"linked kernel headers {shim['headers']} (kernel has none)")
-        status = "changed" if old != new else "ok"
-        if new != control_head:
+        notes = [install_deps(fleet, host)] if install and not check else []
+        ans = update_host(fleet, host, remote, branch, check)
+        new = ans.data.get("commit") or ""
+        if new and new != control_head:
             notes.append(f"differs from control HEAD {control_head[:10]}")
-        detail = f"{action} {old[:10] + '..' if old and old != new else ''}{new[:10]}"
-        return HostResult(host.name, status, "; ".join([detail, *notes]),
-                          {"commit": new[:10], "same_as_control": new == control_head})
+        return ans.result(host.name, "; ".join([ans.msg, *notes]),
+                          {**ans.data, "commit": new[:10], "same_as_control": new == control_head})
 
     return fleet.each(hosts, one)
 

@@ -9,20 +9,22 @@
   fails that host alone, quickly.
 * Commands that need root go through sudo for non-root users (invoke's
   ``--prompt-for-sudo-password`` fills the password).
-* ``Fleet.each`` works hosts in parallel and returns one ``HostResult`` per host;
-  ``summary`` prints them as a table and reports whether any failed.
+* ``Fleet.call`` runs one ``roles.hostctl`` command and returns its ``Answer`` (changed,
+  failed, msg, data); ``Fleet.hostctl`` returns just its data.
+* ``Fleet.each`` works hosts in parallel and returns one ``HostResult`` per host; each host's
+  result goes to ``Fleet.progress`` as soon as it is known (so a failed host is reported at
+  once, not after the slowest one); ``summary`` prints them as a table and reports whether
+  any failed.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import paramiko
 from fabric import Config, Connection
@@ -32,24 +34,11 @@ from tabulate import tabulate
 
 from .hostkeys import load_known_hosts, remember
 from .inventory import Host, Inventory
+from .outcome import Answer, HostError, HostResult, read_answer
+
+__all__ = ["Answer", "Fleet", "HostError", "HostResult", "remote_path", "summary"]
 
 SUDO_PROMPT = "[tcpskim sudo] password: "
-
-
-class HostError(Exception):
-    """A one-line reason a step failed on one host."""
-
-
-@dataclass
-class HostResult:
-    host: str
-    status: str  # "ok" | "changed" | "failed"
-    detail: str = ""
-    data: dict = field(default_factory=dict)
-
-    @property
-    def failed(self) -> bool:
-        return self.status == "failed"
 
 
 def remote_path(path: str) -> str:
@@ -166,23 +155,17 @@ class Fleet:
                 raise HostError("sudo needs a password: run with invoke --prompt-for-sudo-password") from None
             raise HostError(f"exit {r.exited}: {tail[0][:200]}") from None
 
-    def hostctl(self, host: Host, *args: str, timeout: float | None = None) -> dict:
-        """Run ``python3 -m roles.hostctl ARGS`` as root in the host's checkout; return its JSON."""
+    def call(self, host: Host, *args: str, timeout: float | None = None) -> Answer:
+        """Run ``python3 -m roles.hostctl ARGS`` as root in the host's checkout; its Answer.
+
+        A failed answer raises HostError("hostctl CMD: msg")."""
         argv = " ".join(shlex.quote(str(a)) for a in args)
         cmd = f"cd {remote_path(host.checkout)} && {shlex.quote(host.python)} -m roles.hostctl {argv}"
-        r = self.run(host, cmd, root=True, timeout=timeout, warn=True)
-        out = r.stdout.strip().splitlines()
-        try:
-            data = json.loads(out[-1]) if out else None
-        except json.JSONDecodeError:
-            data = None
-        if r.exited != 0 or not isinstance(data, dict):
-            # exit 0 without a JSON object is a failure too (an old checkout, a stray print)
-            msg = data.get("error") if isinstance(data, dict) else None
-            if not msg:  # no error of hostctl's own: the last line of what it printed
-                msg = (r.stderr.strip().splitlines() or out or [f"exit {r.exited}"])[-1][:300]
-            raise HostError(f"hostctl {args[0]}: {msg}")
-        return data
+        return read_answer(self.run(host, cmd, root=True, timeout=timeout, warn=True), str(args[0]))
+
+    def hostctl(self, host: Host, *args: str, timeout: float | None = None) -> dict:
+        """``call``'s data: for commands read for what they report."""
+        return self.call(host, *args, timeout=timeout).data
 
     def put(self, host: Host, local: str, remote: str):
         self.connection(host).put(local, remote)
@@ -191,10 +174,13 @@ class Fleet:
         self.connection(host).get(remote, local)
 
     # --- many hosts ----------------------------------------------------------------------
+    progress = None  # callable(HostResult), told of each host as soon as it is done
+
     def each(self, hosts: list[Host], fn) -> list[HostResult]:
         """Call ``fn(host) -> HostResult | (status, detail[, data])`` on every host in parallel.
 
         A host whose step raises is "failed" with the exception's message; the others go on.
+        Results come back in ``hosts``' order; ``self.progress`` hears each one as it ends.
         """
         def one(h: Host) -> HostResult:
             try:
@@ -209,8 +195,14 @@ class Fleet:
 
         if not hosts:
             return []
+        results: dict[int, HostResult] = {}
         with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-            return list(pool.map(one, hosts))
+            futures = {pool.submit(one, h): i for i, h in enumerate(hosts)}
+            for fut in as_completed(futures):
+                results[futures[fut]] = r = fut.result()
+                if getattr(self, "progress", None):
+                    self.progress(r)
+        return [results[i] for i in range(len(hosts))]
 
 
 def summary(title: str, results: list[HostResult], columns: list[str] | None = None, out=print) -> bool:

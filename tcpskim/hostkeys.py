@@ -19,15 +19,13 @@ import os
 import socket
 import stat
 import tempfile
-from typing import TYPE_CHECKING
 
 import paramiko
 from paramiko.hostkeys import HostKeyEntry
 
 from .inventory import Host, Inventory
+from .outcome import HostResult
 
-if TYPE_CHECKING:  # fleet imports this module; HostResult is imported where it is used
-    from .fleet import HostResult
 
 
 def _usable_pattern(pattern: str) -> bool:
@@ -208,8 +206,6 @@ def known_name(host: Host, addr: str | None = None) -> str:
 
 
 def accept(inv: Inventory, hosts: list[Host]) -> list[HostResult]:
-    from .fleet import HostResult
-
     path = os.path.expanduser(inv.known_hosts)
     hk = load_known_hosts(path)
     results = []

@@ -4,6 +4,11 @@ The original testbed lost neighbour entries on Wi-Fi (``arp -n`` showed ``incomp
 the Windows control machine could not reach the sensor. Here every host's data-plane MAC is
 read live over SSH (pyroute2 on the host), checked against the inventory, and every host gets
 PERMANENT entries for all its peers; the result is read back. Runs are idempotent.
+
+Each host needs ONE call (``hostctl netfix``) when every host's MAC is known before any SSH
+(the inventory's ``mac``, or the MAC the lab gave it): the host checks that its own interface
+is up and carries that MAC, then pins its peers. Only hosts whose MAC nobody knows are asked
+first (``facts``), and only then does every pin wait for that answer.
 """
 
 from __future__ import annotations
@@ -35,27 +40,55 @@ def peers_of(inv: Inventory, host: Host) -> list[Host]:
     return [h for h in inv.hosts if h.name != host.name]
 
 
-def pin_neighbours(fleet: Fleet, hosts: list[Host], macs: dict[str, str], dry_run: bool) -> list[HostResult]:
+def known_macs(inv: Inventory) -> dict[str, tuple[str, str]]:
+    """host -> (MAC, where it comes from), for the hosts whose MAC is known without asking them."""
+    out = {}
+    for h in inv.hosts:
+        if h.mac:
+            out[h.name] = (h.mac.lower(), f"inventory hosts.{h.name}.mac")
+        elif inv.lab is not None:
+            from .lab.names import host_mac
+
+            out[h.name] = (host_mac(h).lower(), "the lab")
+    return out
+
+
+def plan_macs(fleet: Fleet, hosts: list[Host]) -> tuple[dict[str, tuple[str, str]], list[HostResult]]:
+    """Every host's MAC: known ones as they are, the others discovered (their failures returned)."""
+    macs = known_macs(fleet.inv)
+    unknown = [h for h in fleet.inv.hosts if h.name not in macs]
+    found = discover_macs(fleet, unknown) if unknown else []
+    for r in found:
+        if not r.failed:
+            macs[r.host] = (r.data["mac"], "discovered")
+    return macs, [r for r in found if r.failed and r.host in {h.name for h in hosts}]
+
+
+def pin_neighbours(fleet: Fleet, hosts: list[Host], macs: dict[str, tuple[str, str]],
+                   dry_run: bool) -> list[HostResult]:
+    """One ``hostctl netfix`` per host: its own MAC checked, its peers pinned (``dry_run``: --check)."""
     inv = fleet.inv
 
     def one(h: Host) -> HostResult:
-        peers = [p for p in peers_of(inv, h) if p.name in macs]
-        missing = [p.name for p in peers_of(inv, h) if p.name not in macs]
+        peers = peers_of(inv, h)
+        missing = [p.name for p in peers if p.name not in macs]
         if missing:
             raise HostError(f"MAC unknown for peer(s) {', '.join(missing)} (see above)")
-        args = ["neigh-pin", "--interface", h.interface]
+        args = ["netfix", "--interface", h.interface]
+        if h.name in macs and macs[h.name][1] != "discovered":
+            args += ["--mac", macs[h.name][0], "--mac-source", macs[h.name][1]]
         for p in peers:
-            args += ["--peer", f"{p.ip}={macs[p.name]}"]
+            args += ["--peer", f"{p.ip}={macs[p.name][0]}"]
         if dry_run:
-            args.append("--dry-run")
-        r = fleet.hostctl(h, *args)
+            args.append("--check")
+        ans = fleet.call(h, *args)
         by_ip = {p.ip: p.name for p in peers}
-        changed = [f"{by_ip[ip]}({ip})" for ip in r["changed"]]
-        verb = "would pin" if dry_run else "pinned"
+        changed = [f"{by_ip[ip]}({ip})" for ip in ans.data["changed"]]
+        data = {"ip": h.ip, "mac": ans.data.get("mac", ""), "pinned": len(ans.data["ok"])
+                + (0 if dry_run else len(changed))}
         if changed:
-            return HostResult(h.name, "ok" if dry_run else "changed", f"{verb} {', '.join(changed)}",
-                              {"pinned": len(r["ok"]) + (0 if dry_run else len(r["changed"]))})
-        return HostResult(h.name, "ok", f"{len(r['ok'])} peers already pinned", {"pinned": len(r["ok"])})
+            return ans.result(h.name, f"{'would pin' if dry_run else 'pinned'} {', '.join(changed)}", data)
+        return ans.result(h.name, ans.msg, data)
 
     return fleet.each(hosts, one)
 

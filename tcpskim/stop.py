@@ -28,19 +28,9 @@ def stop_host(fleet: Fleet, host: Host, timeout: float = 5.0) -> HostResult:
             return HostResult(host.name, "failed", f"no checkout, and XDP still on {host.interface}: "
                                                    f"{(r.stderr or r.stdout).strip()[:160]}")
         return HostResult(host.name, "ok", "no checkout: nothing to stop")
-    r = fleet.hostctl(host, "stop", "--interface", host.interface, "--timeout", str(timeout),
-                      timeout=timeout + 60)
-    stopped = r.get("stopped", []) + r.get("killed", [])
-    parts = []
-    if r.get("stopped"):
-        parts.append(f"stopped {', '.join(map(str, r['stopped']))}")
-    if r.get("killed"):
-        parts.append(f"KILLED {', '.join(map(str, r['killed']))}")
-    if r.get("xdp_detached"):
-        parts.append(f"detached XDP from {host.interface}")
-    changed = bool(stopped or r.get("xdp_detached"))
-    return HostResult(host.name, "changed" if changed else "ok", "; ".join(parts) or "nothing running",
-                      {"detached": bool(r.get("xdp_detached"))})
+    ans = fleet.call(host, "stop", "--interface", host.interface, "--timeout", str(timeout),
+                     timeout=timeout + 60)
+    return ans.result(host.name, data={"detached": bool(ans.data.get("xdp_detached"))})
 
 
 def stop(fleet: Fleet, hosts: list[Host], timeout: float = 5.0) -> list[HostResult]:

@@ -1,8 +1,8 @@
 """A fake fleet for unit tests of the control side: no SSH, no root, every call logged.
 
 ``FakeFleet`` has the methods of ``tcpskim.fleet.Fleet`` the control side uses: ``inv``,
-``connection``, ``run``, ``hostctl``, ``put``, ``get``, ``each``. ``hostctl`` and ``each``
-are the real ones (so the JSON a host prints is read as in production); ``run`` asks the
+``connection``, ``run``, ``call``, ``hostctl``, ``put``, ``get``, ``each``. ``call``,
+``hostctl`` and ``each`` are the real ones (so the JSON a host prints is read as in production); ``run`` asks the
 host's script. Every call is appended to ``fleet.calls`` as ``Call(host, kind, what)``, with
 kind ``run`` / ``hostctl`` (``what`` = the argv list) / ``put`` / ``get``.
 
@@ -42,8 +42,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from roles.answer import answer, failure, shape
 from tcpskim import inventory
 from tcpskim.fleet import Fleet, HostError
+from tcpskim.outcome import SHAPE
 
 
 @dataclass
@@ -60,7 +62,8 @@ class Call:
     what: object
 
 
-_HOSTCTL = re.compile(r"-m roles\.hostctl (.*)$")
+# The last hostctl call of a command (deploy's is the tail of an if/else), without its "; fi".
+_HOSTCTL = re.compile(r".*-m roles\.hostctl ([^;]*?)(?:; fi)?$")
 
 
 class FakeHost:
@@ -90,7 +93,8 @@ class FakeHost:
         return None
 
     def hostctl(self, argv: list[str]) -> Reply:
-        """What ``python3 -m roles.hostctl ARGV`` prints: one JSON object, exit 0 or 1."""
+        """What ``python3 -m roles.hostctl ARGV`` prints: one JSON object in ``roles.answer``'s
+        shape (a reply not in it yet is its data, changing nothing), exit 0 or 1."""
         reply = self.ctl.get(argv[0])
         try:
             if reply is None:
@@ -99,8 +103,9 @@ class FakeHost:
                 raise reply
             data = reply(argv) if callable(reply) else reply
         except Exception as exc:  # as roles.hostctl.main prints it
-            return Reply(stdout=json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n", exited=1)
-        return Reply(stdout=json.dumps(data) + "\n")
+            return Reply(stdout=json.dumps(failure(f"{type(exc).__name__}: {exc}")) + "\n", exited=1)
+        data = data if isinstance(data, dict) and SHAPE <= data.keys() else shape(data)
+        return Reply(stdout=json.dumps(data) + "\n", exited=1 if data["failed"] else 0)
 
     def put(self, local: str, remote: str):
         self.files[remote] = Path(local).read_bytes()
@@ -276,7 +281,8 @@ class RoleHost(FakeHost):
             detached = None
             if _flag(argv, "--interface"):
                 detached, self.xdp_prog_id = self.xdp_prog_id, None
-        return {"stopped": stopped, "killed": [], "stale_pidfiles": [], "xdp_detached": detached}
+        return answer({"stopped": stopped, "killed": [], "stale_pidfiles": [], "xdp_detached": detached},
+                      changed=bool(stopped or detached), msg=f"stopped {', '.join(stopped)}" if stopped else "nothing running")
 
     def _facts(self, argv):
         return {"interface": self.interface, "mac": self.mac, "link_up": True, "mtu": 1500, "ipv4": [],
@@ -292,7 +298,9 @@ class FakeFleet:
     """The Fleet methods the control side calls, answered by FakeHost scripts (module doc)."""
 
     hostctl = Fleet.hostctl  # the real reading of what hostctl printed
+    call = Fleet.call
     each = Fleet.each  # the real parallel per-host step
+    progress = None
 
     def __init__(self, inv, hosts: dict[str, FakeHost]):
         self.inv, self.hosts = inv, hosts

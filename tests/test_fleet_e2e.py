@@ -53,6 +53,25 @@ def test_up_deploy_fix_network(e2e_lab):
     assert neighbours(inv, hw)[inv.logger.ip] == (lab.host_mac(inv.logger), True)
 
 
+def test_a_second_deploy_changes_nothing_in_one_ssh_command_per_host(deployed):
+    """Steady state: every host answers changed=False, from one SSH command each, with the
+    bcc import remembered from the first deploy; --check agrees and changes nothing."""
+    from tcpskim.deploy import deploy
+    from tcpskim.fleet import Fleet
+
+    inv, _ = deployed
+    with Fleet(inv) as fleet:
+        commands = []
+        real_run = fleet.run
+        fleet.run = lambda host, cmd, **kw: (commands.append(host.name), real_run(host, cmd, **kw))[1]
+        results = deploy(fleet, list(inv.hosts))
+        assert [(r.host, r.status) for r in results] == [(h.name, "ok") for h in inv.hosts], results
+        assert all(r.data["runtime"] == "cached" and r.data["same_as_control"] for r in results), results
+        assert sorted(commands) == sorted(inv.names), commands
+        checked = deploy(fleet, list(inv.hosts), check=True)
+        assert all(r.status == "ok" and r.data["action"] == "up to date" for r in checked), checked
+
+
 def test_doctor_reports_every_host(deployed):
     inv, path = deployed
     r = run_invoke(path, "doctor")

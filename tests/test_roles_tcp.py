@@ -52,10 +52,10 @@ class Trial:
     def procs(self, *args, check=True):
         cmd = ["ip", "netns", "exec", self.ns, sys.executable, "-m", "roles.procs", *args]
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-        out = json.loads(p.stdout.strip().splitlines()[-1])
+        shaped = json.loads(p.stdout.strip().splitlines()[-1])  # roles.answer's shape
         if check:
-            assert p.returncode == 0, out
-        return p.returncode, out
+            assert p.returncode == 0 and not shaped["failed"], shaped
+        return p.returncode, {**shaped["data"], **({"error": shaped["msg"]} if shaped["failed"] else {})}
 
     def config(self, role, instance=0, **over):
         cfg = {"role": role, "instance": instance, "run_id": "r1", "trial": "t1", "mode": "tcp",
