@@ -101,6 +101,14 @@ def _is_other_task(name: str) -> bool:
     return name.startswith("task ")
 
 
+def attributed_busy_s(win: dict):
+    """Busy CPU of the dedicated CPU (precise idle accounting) minus other tasks, or None."""
+    a = (win or {}).get("attribution") or {}
+    if a.get("proc_busy_s") is None or "components_s" not in a:
+        return None
+    return a["proc_busy_s"] - sum(v for k, v in a["components_s"].items() if _is_other_task(k))
+
+
 def row_fields(win: dict) -> dict:
     """The summary row's attribution columns from a hardworker window (None when absent).
 

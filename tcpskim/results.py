@@ -22,7 +22,7 @@ COLUMNS = ["run_id", "trial", "mode", "rate_hz", "size_bytes", "duration_s", "re
            "logged", "lost", "duplicates", "corrupt", "hw_busy_cpu_s", "hw_idle_baseline_cpu_s",
            "hw_cpu_us_per_record", "hw_process_cpu_us_per_record", "bpf_ns_per_packet", "ctx_switches",
            "peak_rss_bytes", "latency_p50_us", "latency_p99_us", "achieved_rate_hz", "status", "wakeup",
-           "deliver", "expected", "skipped", "hw_cpu_us_per_sent_record",
+           "deliver", "expected", "skipped", "hw_cpu_us_per_sent_record", "hw_attr_us_per_sent_record",
            "hw_sampler_cpu_s", "send_lateness_p99_us", "hw_wake_cost_us", "hw_softirq_share",
            # tracepoint attribution of the hardworker's dedicated CPU (tcpskim.components)
            "hw_attr_us_per_record", "hw_components_us", "hw_events_per_record", "hw_unattributed_us",
@@ -185,3 +185,9 @@ def _deliver_counts(row, hw, sensors, p, trial, elapsed, busy, baseline) -> None
     n_sent = trial.rate_hz * elapsed * len(sensors) if elapsed else 0
     row["hw_cpu_us_per_sent_record"] = ((busy - (baseline or 0.0)) / n_sent * 1e6) \
         if busy is not None and n_sent else None
+    # The same from tracepoint attribution: other tasks (kdamond, kworkers, sshd) taken out
+    # instead of subtracting an idle trial, whose noise swamps a 50 Hz stream's few ms per
+    # second. What stays (ticks, the CPU's housekeeping) is in both modes alike, so it can
+    # only pull the xdp/tcp ratio towards 1.
+    attr = components.attributed_busy_s(hw.get("window"))
+    row["hw_attr_us_per_sent_record"] = attr / n_sent * 1e6 if attr is not None and n_sent else None

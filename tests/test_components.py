@@ -31,3 +31,10 @@ def test_without_attribution_or_records():
     assert row_fields({"delivered_in_window": 10, "attribution": {"error": "no bcc"}}) == {}
     f = row_fields(_win(0))
     assert "hw_attr_us_per_record" not in f and f["hw_other_tasks_s"] == pytest.approx(0.504)
+
+
+def test_attributed_busy_leaves_other_tasks_out():
+    from tcpskim.components import attributed_busy_s
+
+    assert attributed_busy_s(_win()) == pytest.approx(0.020)  # 0.524 busy - 0.504 other tasks
+    assert attributed_busy_s({"attribution": {"error": "no bcc"}}) is None and attributed_busy_s(None) is None
