@@ -28,6 +28,8 @@
 #ifndef SKIM_DELIVER_H
 #define SKIM_DELIVER_H
 
+#include "ring.h"  /* SKIM_KIND_* */
+
 #define SKIM_DELIVER_ALL    0
 #define SKIM_DELIVER_FILTER 1
 #define SKIM_DELIVER_LATEST 2
@@ -38,10 +40,6 @@
 #ifndef SKIM_DELIVER
 #define SKIM_DELIVER SKIM_DELIVER_ALL
 #endif
-
-/* struct skim_rec.kind: what the captured bytes are */
-#define SKIM_KIND_RAW    0  /* segment bytes at TCP seq: reassemble */
-#define SKIM_KIND_RECORD 1  /* exactly one whole record that the policy delivers */
 
 #if SKIM_DELIVER != SKIM_DELIVER_ALL
 

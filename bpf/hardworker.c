@@ -23,35 +23,8 @@
  *                                many records, none for the others
  */
 #include "skim.h"
+#include "ring.h"     /* struct skim_rec, enum skim_counter: shared with roles/vocab.py */
 #include "deliver.h"
-
-enum skim_counter {
-	C_MATCHED = 0,      /* segments of the skimmed stream (TOS, daddr, dport) */
-	C_CAPTURED,         /* records submitted to the ring buffer */
-	C_DROPPED_FULL,     /* ring buffer had no room: XDP_DROP, sensor retransmits */
-	C_DROPPED_OVERSIZE, /* payload > SKIM_CAPTURE: XDP_DROP */
-	C_PASSED,           /* anything else, untouched */
-	C_MALFORMED,        /* truncated or bogus headers: passed (or dropped if matched) */
-	C_FRAGMENTS,        /* marked IPv4 fragments to HW_IP: dropped (cannot be matched by port) */
-	C_FORWARDED,        /* XDP_TX to the logger (captured + pure ACKs) */
-	C_UNCAPTURED,       /* filter/latest: data segments forwarded without a ring record */
-	C_DROPPED_ORDER,    /* filter/latest: behind a hole or before a SYN: sensor resends */
-	C_MAILBOX,          /* latest: records written into the mailbox */
-	C_MAX,
-};
-
-/* One ring-buffer record: constant size, because the reservation size must be
- * a compile-time constant. 16-byte header, then the payload. */
-struct skim_rec {
-	__be32 saddr;  /* network order, as on the wire */
-	__u16 sport;   /* host order */
-	__u8 flags;    /* TCP flags byte */
-	__u8 kind;     /* SKIM_KIND_RAW: segment bytes; SKIM_KIND_RECORD: one whole record */
-	__u32 seq;     /* host order */
-	__u32 len;     /* payload bytes that follow */
-	__u32 base;    /* filter/latest: the flow's evaluated frontier (next seq) before this */
-	__u8 data[SKIM_CAPTURE];
-};
 
 BPF_RINGBUF_OUTPUT(events, SKIM_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(counters, __u64, C_MAX);

@@ -22,7 +22,8 @@ Pure Python: no bcc, no I/O.
 
 from bisect import insort
 
-FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+from roles.vocab import FIN, RST, SYN
+
 _M32 = 0xFFFFFFFF
 _HALF = 1 << 31
 

@@ -133,7 +133,7 @@ def validate(cfg: dict) -> dict:
                 raise ConfigError(f"wakeup.{k}", str(exc)) from None
     _need(cfg, "xdp_mode", str, lambda v: v in vocab.XDP_MODES, f"one of {vocab.XDP_MODES}")
     _rule(cfg, "ringbuf_bytes", vocab.ringbuf_bytes)
-    # One ring-buffer record = 8-byte header + 16-byte skim_rec + capture, padded: room for two
+    # One ring-buffer record = 8-byte header + skim_rec's header + capture, padded: room for two
     # at least, or every reservation fails and the stream stalls on retransmissions forever.
     two = 2 * (cfg["capture_bytes"] + vocab.RING_RECORD_OVERHEAD)
     if cfg["ringbuf_bytes"] < two:

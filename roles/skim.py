@@ -9,23 +9,13 @@ Construction is slow (bcc compiles: seconds of CPU); do it before reporting read
 
 import ctypes
 import socket
-import struct
 
 from roles import delivery, xdp
 from roles.mailbox import Mailbox
 from roles.ringbuf import RingReader
+from roles.vocab import HW_COUNTERS, MAILBOX_SLOTS, RING_RECORD, SENSOR_COUNTERS
 
-FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
-
-HW_COUNTERS = ("matched", "captured", "dropped_full", "dropped_oversize", "passed",
-               "malformed", "fragments", "forwarded", "uncaptured", "dropped_order",
-               "mailbox")  # enum skim_counter in hardworker.c
-SENSOR_COUNTERS = ("rewritten", "passed", "malformed")  # enum skim_counter in sensor.c
 WAKEUPS = {"per-record": 0, "batch": 1, "coalesce": 1}  # 1 = BPF_RB_NO_WAKEUP (coalesce: see wake_records)
-MAILBOX_SLOTS = 64  # SKIM_SLOTS in bpf/deliver.h: latest's slots, indexed by sensor id
-_REC = struct.Struct("=4sHBBIII")  # struct skim_rec header: saddr, sport, flags, kind, seq, len, base
-KIND_RAW, KIND_RECORD = 0, 1  # SKIM_KIND_* in bpf/deliver.h
-_REC_SZ = _REC.size
 
 
 def _sum_counters(bpf, names):
@@ -141,7 +131,7 @@ class HardworkerSkim(_Attached):
         # Parse in place in the mapped ring: the payload is the only copy made per record.
         out = []
         append = out.append
-        unpack = _REC.unpack_from
+        unpack = RING_RECORD.unpack_from
         ntoa = socket.inet_ntoa
         addrs = {}
         for start, _ in spans:
@@ -149,7 +139,7 @@ class HardworkerSkim(_Attached):
             a = addrs.get(saddr)
             if a is None:
                 a = addrs[saddr] = ntoa(saddr)
-            p = start + _REC_SZ
+            p = start + RING_RECORD.size
             append(((a, sport), seq, flags, mem[p:p + ln], kind, base))
         return out
 

@@ -26,9 +26,7 @@ import time
 
 from roles import delivery, runtime
 from roles.record import HEADER_SIZE, Bad, CorruptPayload, Record, RecordError, RecordStream, decode
-from roles.reassembly import SYN
-
-KIND_RECORD = 1  # roles.skim.KIND_RECORD (SKIM_KIND_RECORD): kept here so tcp-only hosts need no bcc
+from roles.vocab import KIND_RECORD, SYN
 
 
 def decode_item(buf):

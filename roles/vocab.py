@@ -1,4 +1,5 @@
-"""The words both halves share: roles, modes, limits, the TOS marker rule, and the validators.
+"""The words both halves share: roles, modes, limits, the TOS marker rule, TCP flag bits, the
+XDP programs' ring record and counters, and the validators.
 
 Standard library only: the host half (``roles/``) and the control side (``tcpskim/``,
 ``tasks.py``, on Windows too) both import it. Where both halves validate the same thing, the
@@ -19,6 +20,7 @@ import ipaddress
 import math
 import posixpath
 import re
+import struct
 from typing import NamedTuple
 
 
@@ -58,7 +60,6 @@ LIMITS = {
     "ssh_port": Limit(1, 65_535, int),
     "stop_timeout_s": Limit(0, 3_600),
 }
-RING_RECORD_OVERHEAD = 24  # bytes per ring record besides the capture: 8 header + 16 skim_rec
 
 
 def limited(name: str, value):
@@ -118,6 +119,33 @@ def tos_marker(value) -> int:
     if value & ECN_MASK:
         raise Invalid("must have its two low (ECN) bits zero")
     return value
+
+
+# --- TCP flag bits (byte 13 of the TCP header; SKIM_FIN... in bpf/skim.h) -------------------
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+
+
+# --- what the XDP programs share with userspace (bpf/ring.h, bpf/sensor.c) -------------------
+# tests/test_layout.py compiles the C side and checks it against this, field by field.
+RING_RECORD_FIELDS = (  # struct skim_rec before its payload: (name, struct code), in C order
+    ("saddr", "4s"),  # __be32, network order: kept as bytes for inet_ntoa
+    ("sport", "H"),   # host order
+    ("flags", "B"),   # the TCP flags byte
+    ("kind", "B"),    # KIND_RAW / KIND_RECORD
+    ("seq", "I"),     # host order
+    ("len", "I"),     # payload bytes that follow
+    ("base", "I"),    # filter/latest: the flow's evaluated frontier before this segment
+)
+RING_RECORD = struct.Struct("=" + "".join(code for _, code in RING_RECORD_FIELDS))
+KIND_RAW, KIND_RECORD = 0, 1  # SKIM_KIND_*: segment bytes at seq / one whole record
+RING_HEADER_BYTES = 8  # BPF_RINGBUF_HDR_SZ: the kernel's header before each record
+RING_RECORD_OVERHEAD = RING_HEADER_BYTES + RING_RECORD.size  # bytes per ring record besides the capture
+MAILBOX_SLOTS = 64  # SKIM_SLOTS in bpf/deliver.h: latest's slots, indexed by sensor id
+
+# enum skim_counter, in order (index = the enumerator's value), lowercase without the C_ prefix
+HW_COUNTERS = ("matched", "captured", "dropped_full", "dropped_oversize", "passed", "malformed",
+               "fragments", "forwarded", "uncaptured", "dropped_order", "mailbox")  # bpf/ring.h
+SENSOR_COUNTERS = ("rewritten", "passed", "malformed")  # bpf/sensor.c
 
 
 # --- wake-up policy --------------------------------------------------------------------------

@@ -4,8 +4,8 @@ segments -> reassembly -> records -> decision, including a reconnect from the sa
 from roles.hardworker import Decider, consume_batch
 from roles.reassembly import Reassembler
 from roles.record import encode
+from roles.vocab import ACK, FIN, PSH, SYN
 
-SYN, FIN, PSH, ACK = 0x02, 0x01, 0x08, 0x10
 KEY = ("198.18.0.11", 40000)
 
 

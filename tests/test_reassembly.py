@@ -4,7 +4,8 @@ import random
 
 import pytest
 
-from roles.reassembly import ACK, FIN, PSH, RST, SYN, Reassembler
+from roles.reassembly import Reassembler
+from roles.vocab import ACK, FIN, PSH, RST, SYN
 
 K = ("198.18.0.210", 40000)
 DATA = bytes(random.Random(1).randrange(256) for _ in range(20000))

@@ -3,7 +3,7 @@ that would stall the data path are refused before a role starts."""
 
 import pytest
 
-from roles import runtime
+from roles import runtime, vocab
 
 
 def cfg(**over):
@@ -40,4 +40,7 @@ def test_bad_values_name_their_key(over, key):
 
 
 def test_two_records_fit_exactly():
-    runtime.validate(cfg(capture_bytes=2024, ringbuf_bytes=4096))  # 2 x (2024 + 24) = 4096
+    over = vocab.RING_RECORD_OVERHEAD  # 8 + 20: 2 x (2020 + 28) = 4096
+    runtime.validate(cfg(capture_bytes=2048 - over, ringbuf_bytes=4096))
+    with pytest.raises(runtime.ConfigError, match="ringbuf_bytes"):
+        runtime.validate(cfg(capture_bytes=2049 - over, ringbuf_bytes=4096))

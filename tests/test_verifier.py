@@ -230,7 +230,7 @@ def test_policy_programs_pass_the_verifier_and_evaluate_in_order(spec):
     forwards a retransmission of what it evaluated (bpf/deliver.h)."""
     from roles import delivery, xdp
     from roles.record import HEADER_SIZE, encode, signal
-    from roles.skim import KIND_RECORD
+    from roles.vocab import KIND_RECORD
 
     policy = delivery.parse(spec)
     skim = _hardworker(deliver=policy, record_len=HEADER_SIZE + 1024)
