@@ -297,14 +297,14 @@ def _ipv4(value, what: str) -> str:
     return value
 
 
-_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,14}$")
-_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9./:_-]+$")
+_IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,14}")
+_SAFE_TOKEN = re.compile(r"[A-Za-z0-9./:_-]+")
 
 
 def _line(argv: tuple[str, ...]) -> str:
     """The command line for an argv built here; every token is checked (no shell metacharacters)."""
     for tok in argv:
-        if not _SAFE_TOKEN.match(tok):
+        if not _SAFE_TOKEN.fullmatch(tok):
             raise RouteError(f"refusing to run a command with token {tok!r}")
     return " ".join(argv)
 
@@ -409,7 +409,7 @@ def plan_posix_routes(hosts: Iterable, gateway: str, iface: str | None, os_name:
     if kind == "windows":
         raise RouteError("a Windows control machine uses plan_windows_routes")
     gw = _ipv4(gateway, "control.gateway")
-    if kind == "linux" and (not isinstance(iface, str) or not _IFNAME.match(iface)):
+    if kind == "linux" and (not isinstance(iface, str) or not _IFNAME.fullmatch(iface)):
         raise RouteError(f"control.interface: {iface!r} is not a Linux interface name (like eth0)")
     pairs = _hosts(hosts)
     actions = []

@@ -1,0 +1,204 @@
+"""Bad input (issue 12), one test per class: every malformed inventory, option or run folder
+ends in exactly one error line naming the key or option, and nothing connects to a host.
+
+Tasks run in-process (``tasks.<task>(Context(), ...)``) with ``tasks.Fleet`` replaced by a
+counter and every host's SSH port pointing at a TCP listener on 127.0.0.1 that counts accepts,
+so "no connection" is checked both ways. The property test at the end generates inventories
+and option sets and asserts the same of each: a valid inventory, or one line naming a key.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from invoke import Context, Exit
+
+import tasks
+from tcpskim import inventory
+from test_inventory import _Listener, base
+
+
+def toml_dump(d, prefix=""):
+    """A TOML writer for tables, scalars and lists; strings escaped as JSON (valid TOML basic
+    strings), so any text, newlines included, reaches the inventory parser as written."""
+    def val(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{json.dumps(k)} = {val(x)}" for k, x in v.items()) + "}"
+        return repr(v)
+
+    lines, tables = [], []
+    for k, v in d.items():
+        (tables if isinstance(v, dict) else lines).append((k, v))
+    out = [f"{json.dumps(k)} = {val(v)}" for k, v in lines]
+    for k, v in tables:
+        name = f"{prefix}{json.dumps(k)}"
+        out.append(f"\n[{name}]")
+        out.append(toml_dump(v, name + "."))
+    return "\n".join(out)
+
+
+class _NoFleet:
+    """Stands in for tasks.Fleet: counts constructions; any use fails the test."""
+    built = 0
+
+    def __init__(self, *a, **k):
+        type(self).built += 1
+        raise AssertionError("a Fleet was built: validation let bad input through")
+
+
+@pytest.fixture
+def guard(monkeypatch):
+    """(listener, counter): every host's sshd is the listener; no Fleet may be built."""
+    lst = _Listener()
+    _NoFleet.built = 0
+    monkeypatch.setattr(tasks, "Fleet", _NoFleet)
+    monkeypatch.delenv(inventory.ENV_VAR, raising=False)
+    yield lst
+    lst.close()
+    assert lst.accepted == 0, "a connection reached the fake sshd"
+    assert _NoFleet.built == 0
+
+
+def good(port: int) -> dict:
+    d = base(port)
+    for h in d["hosts"].values():
+        h["ssh_port"] = port
+    d["hosts"]["hardworker"]["ssh_host"] = "localhost"  # distinct (ssh_host, port) per host
+    d["hosts"]["logger"]["ssh_host"] = "127.0.0.2"
+    return d
+
+
+def write(tmp_path, d_or_bytes, name="inv.toml"):
+    p = tmp_path / name
+    if isinstance(d_or_bytes, bytes):
+        p.write_bytes(d_or_bytes)
+    else:
+        p.write_text(toml_dump(d_or_bytes), encoding="utf-8")
+    return p
+
+
+def refused(task, *args, **kw) -> str:
+    """Run a task in-process; it must stop with Exit code 2 and one line; returns that line."""
+    with pytest.raises(Exit) as err:
+        task(Context(), *args, **kw)
+    msg = str(err.value.message or "")
+    assert err.value.code == 2, msg
+    assert msg.startswith("error: ") and "\n" not in msg.strip(), repr(msg)
+    return msg
+
+
+def mutated(port, path, value):
+    d = copy.deepcopy(good(port))
+    *parents, last = path.split(".")
+    t = d
+    for p in parents:
+        t = t.setdefault(p, {})
+    t[last] = value
+    return d
+
+
+# --- 1. a trailing newline passes no pattern -------------------------------------------------
+NEWLINE_KEYS = [
+    "hosts.sensor.interface", "hosts.sensor.mac", "hosts.sensor.ssh_user", "hosts.sensor.ssh_host",
+    "hosts.sensor.ip", "hosts.sensor.checkout", "hosts.sensor.python", "hosts.sensor.ssh_key",
+    "code.branch", "code.remote", "testbed.name", "control.interface", "control.gateway",
+    "experiment.wakeup", "experiment.deliver", "ssh.user", "ssh.known_hosts",
+]
+NEWLINE_GOOD = {"hosts.sensor.mac": "02:00:00:00:00:01", "hosts.sensor.ssh_host": "127.0.0.1",
+                "hosts.sensor.ip": "192.0.2.85", "hosts.sensor.checkout": "tcpskim",
+                "hosts.sensor.python": "/usr/bin/python3", "hosts.sensor.ssh_key": "/k",
+                "code.branch": "main", "code.remote": "https://example.invalid/x.git", "testbed.name": "t",
+                "control.interface": "Wi-Fi", "control.gateway": "192.0.2.1", "experiment.wakeup": "batch:10ms",
+                "experiment.deliver": "all", "ssh.user": "pi", "ssh.known_hosts": "/k",
+                "hosts.sensor.interface": "wlan0", "hosts.sensor.ssh_user": "pi"}
+
+
+@pytest.mark.parametrize("key", NEWLINE_KEYS)
+def test_1_trailing_newline_is_refused_naming_the_key(tmp_path, guard, key):
+    d = mutated(guard.port, key, NEWLINE_GOOD[key] + "\n")
+    msg = refused(tasks.deploy, inventory=str(write(tmp_path, d)))
+    assert f" {key}: " in msg and "\\n" in msg, msg
+
+
+def test_1_host_name_and_lab_prefix_with_a_newline(tmp_path, guard):
+    d = good(guard.port)
+    d["hosts"]["sensor\n"] = d["hosts"].pop("sensor")
+    assert 'hosts."sensor\\n"' in refused(tasks.stop, inventory=str(write(tmp_path, d)))
+    lab = (tasks.__file__.rsplit("/", 1)[0] + "/inventory.toml")
+    text = open(lab, encoding="utf-8").read().replace('prefix = "tsk"', 'prefix = "tsk\\n"')
+    msg = refused(tasks.stop, inventory=str(write(tmp_path, text.encode(), "lab.toml")))
+    assert " lab.prefix: " in msg
+
+
+# --- 2. encoding ---------------------------------------------------------------------------
+def test_2_bom_is_accepted_and_non_utf8_is_one_line(tmp_path, guard):
+    text = toml_dump(good(guard.port)).encode("utf-8")
+    inv = inventory.load(write(tmp_path, b"\xef\xbb\xbf" + text, "bom.toml"))
+    assert inv.name == "t"
+    latin1 = toml_dump(mutated(guard.port, "testbed.name", "cafe")).replace('"cafe"', '"caf\u00e9"').encode("latin-1")
+    msg = refused(tasks.deploy, inventory=str(write(tmp_path, latin1, "latin1.toml")))
+    assert "latin1.toml" in msg and "UTF-8" in msg, msg
+    msg = refused(tasks.doctor, inventory=str(write(tmp_path, b"\xff\xfe[\x00", "utf16.toml")))
+    assert "utf16.toml" in msg and "UTF-8" in msg, msg
+
+
+# --- 3. structure --------------------------------------------------------------------------
+@pytest.mark.parametrize("text, key, hint", [
+    ("hosts = 5\n", "hosts", "must be a table"),
+    ('hosts = "sensor"\n', "hosts", "must be a table"),
+    ('[[hosts]]\nrole = "sensor"\n[[hosts]]\nrole = "logger"\n', "hosts", "[[hosts]]"),
+    ('ssh = 1\n', "ssh", "must be a table"),
+    ('[[experiment]]\nrate = 1\n', "experiment", "[[experiment]]"),
+    ('testbed = [1, 2]\n', "testbed", "must be a table"),
+    ('[hosts]\nsensor = 3\n', "hosts.sensor", "must be a table"),
+    ('control = "eth0"\n', "control", "must be a table"),
+    ('marker = true\n', "marker", "must be a table"),
+    ('code = []\n', "code", "must be a table"),
+])
+def test_3_a_table_that_is_not_a_table(tmp_path, guard, text, key, hint):
+    d = good(guard.port)
+    top = text.split("=")[0].strip().strip("[]")
+    d.pop(top if top in d else "hosts", None)
+    body = toml_dump(d)
+    p = write(tmp_path, (text + "\n" + body).encode() if not text.startswith("[") else (body + "\n" + text).encode())
+    msg = refused(tasks.stop, inventory=str(p))
+    assert f" {key}: " in msg and hint in msg, msg
+
+
+# --- 5. values that parse but cannot be right ------------------------------------------------
+@pytest.mark.parametrize("key, value, why", [
+    ("hosts.sensor.ip", "0.0.0.0", "unspecified"), ("hosts.sensor.ip", "255.255.255.255", "broadcast"),
+    ("hosts.sensor.ip", "224.0.0.1", "multicast"), ("hosts.sensor.ip", "127.0.0.1", "loopback"),
+    ("control.gateway", "0.0.0.0", "unspecified"),
+    ("hosts.sensor.mac", "00:00:00:00:00:00", "all-zero"), ("hosts.sensor.mac", "01:00:5e:00:00:01", "multicast"),
+    ("hosts.sensor.cpus", [0, 1, 0], "more than once"),
+    ("code.branch", "a..b", "check-ref-format"), ("code.branch", "HEAD", "HEAD"),
+    ("code.branch", "x.lock", "check-ref-format"), ("code.branch", "-x", "check-ref-format"),
+    ("hosts.sensor.checkout", "/", "checkout directory"), ("hosts.sensor.checkout", "../..", "checkout directory"),
+    ("hosts.sensor.checkout", "-P", "leading '-'"),
+    ("hosts.sensor.ssh_key", "-oProxyCommand=x", "leading '-'"), ("ssh.key", "-i", "leading '-'"),
+    ("hosts.sensor.python", "-c", "leading '-'"), ("hosts.sensor.python", "~/venv/bin/python", "never expands"),
+    ("experiment.duration", math.nan, "not a number"), ("ssh.connect_timeout", math.inf, "out of range"),
+])
+def test_5_values_that_parse_but_cannot_be_right(tmp_path, guard, key, value, why):
+    msg = refused(tasks.deploy, inventory=str(write(tmp_path, mutated(guard.port, key, value))))
+    assert f" {key}: " in msg and why in msg, msg
+
+
+def test_5_lab_addresses_are_inside_the_subnet_and_not_its_edges(tmp_path, guard):
+    lab = open(tasks.__file__.rsplit("/", 1)[0] + "/inventory.toml", encoding="utf-8").read()
+    for bad, why in (('"198.18.0.255"', "broadcast address of lab.subnet"), ('"127.0.0.1"', "loopback"),
+                     ('"198.18.1.5"', "not inside lab.subnet")):
+        p = write(tmp_path, lab.replace('"198.18.0.11"', bad).encode(), "lab.toml")
+        msg = refused(tasks.stop, inventory=str(p))
+        assert " hosts.sensor.ip: " in msg and why in msg, msg
