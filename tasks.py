@@ -14,6 +14,7 @@ from pathlib import Path
 from invoke import Collection, Exit, task
 
 from tcpskim import inventory as inventory_mod
+from tcpskim import options
 from tcpskim.fleet import Fleet, summary
 
 INV_HELP = "inventory file (default: $TCPSKIM_INVENTORY, else inventory.toml = the local lab)"
@@ -45,11 +46,16 @@ def _finish(title, results, columns=None):
         raise Exit(code=1)
 
 
-def _select(inv, hosts):
+def _checked(parse, *args, **kw):
+    """An option parsed by ``tcpskim.options``, or a one-line error naming it (exit 2)."""
     try:
-        return inv.select(hosts)
+        return parse(*args, **kw)
     except inventory_mod.InventoryError as exc:
         raise Exit(f"error: {exc}", code=2) from None
+
+
+def _select(inv, hosts):
+    return _checked(options.hosts, inv, hosts)
 
 
 # --- lab ------------------------------------------------------------------------------------
@@ -141,11 +147,13 @@ def doctor(c, inventory=None, hosts=None, accept_new_host_keys=False):
                      "(until Ctrl-C; ends with the per-host table)",
             "interval": "--watch: seconds between ping rounds (default 10)",
             "misses": "--watch: missed pings in a row before a host's route is re-added (default 2)"})
-def fix_network(c, inventory=None, dry_run=False, watch=False, interval=10.0, misses=2):
+def fix_network(c, inventory=None, dry_run=False, watch=False, interval=None, misses=None):
     """Pin permanent neighbour (ARP) entries between hosts; add control-machine routes where needed."""
     from tcpskim import netfix
 
     inv = _inventory(inventory)
+    interval = _checked(options.number, 10 if interval is None else interval, "interval", "watch_interval_s")
+    misses = _checked(options.number, 2 if misses is None else misses, "misses", "watch_misses")
     ok = True
     # Routes first: on a testbed the control machine may reach a host only through them.
     routes = netfix.control_routes(c, inv, dry_run)
@@ -159,10 +167,8 @@ def fix_network(c, inventory=None, dry_run=False, watch=False, interval=10.0, mi
     if watch:
         from tcpskim.netwatch import Watch
 
-        if float(interval) <= 0 or int(misses) < 1:
-            raise Exit("error: --interval must be > 0 and --misses >= 1", code=2)
-        print(f"watching {len(inv.hosts)} host(s): a ping round every {float(interval):g} s (Ctrl-C ends)")
-        rows = Watch(c, inv, misses=int(misses), dry_run=dry_run).run(float(interval))
+        print(f"watching {len(inv.hosts)} host(s): a ping round every {interval:g} s (Ctrl-C ends)")
+        rows = Watch(c, inv, misses=misses, dry_run=dry_run).run(interval)
         ok &= summary("fix-network --watch", rows, ["outages", "repairs"])
     if not ok:
         raise Exit(code=1)
@@ -170,14 +176,15 @@ def fix_network(c, inventory=None, dry_run=False, watch=False, interval=10.0, mi
 
 @task(help={"inventory": INV_HELP, "hosts": HOSTS_HELP,
             "timeout": "seconds between SIGTERM and SIGKILL (default 5)"})
-def stop(c, inventory=None, hosts=None, timeout=5.0):
+def stop(c, inventory=None, hosts=None, timeout=None):
     """Stop tcpskim roles on every host and detach any XDP program from the data-plane interface."""
     from tcpskim.stop import stop as do_stop
 
     inv = _inventory(inventory)
     targets = _select(inv, hosts)
+    timeout = _checked(options.number, 5 if timeout is None else timeout, "timeout", "stop_timeout_s")
     with _fleet(c, inv) as fleet:
-        results = do_stop(fleet, targets, float(timeout))
+        results = do_stop(fleet, targets, timeout)
     _finish("stop", results)
 
 
@@ -210,7 +217,7 @@ def accept_host_keys(c, inventory=None, hosts=None):
                        "(default: inventory, else all); the logger always stores every record",
             "progress": "show a progress bar (default on when the terminal is interactive)"})
 def run_experiment(c, inventory=None, rate=None, size=None, duration=None, warmup=None, modes=None, repeat=None,
-                   wakeup=None, sensors=1, idle=True, tag="", work_us=None, deliver=None, progress=True):
+                   wakeup=None, sensors=None, idle=True, tag="", work_us=None, deliver=None, progress=True):
     """Run trials (idle baseline, xdp, tcp) and measure the hardworker; results/<run-id>/."""
     from tcpskim.experiment import RunFailed, Runner
     from tcpskim.plan import params
@@ -281,10 +288,12 @@ def report(c, run):
 
 @task(help={"inventory": INV_HELP, "duration": "seconds per measurement window (default 5)",
             "repeat": "repeats (default 1)"})
-def demo(c, inventory=None, duration=5.0, repeat=1):
+def demo(c, inventory=None, duration=None, repeat=None):
     """The main job on the lab, end to end: lab.up, deploy, fix-network, run-experiment --rate 50, collect."""
     inv = _lab_inventory(inventory)
     path = str(inv.path)
+    duration = _checked(options.number, 5 if duration is None else duration, "duration", "duration_s")
+    repeat = _checked(options.number, 1 if repeat is None else repeat, "repeat", "repeat")
     lab_up(c, inventory=path)
     deploy(c, inventory=path)
     fix_network(c, inventory=path)

@@ -8,12 +8,10 @@ An idle-baseline trial (no traffic) opens every repeat.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from roles import delivery
-
-from .inventory import Host, InventoryError, parse_wakeup
+from . import options
+from .inventory import MODES, Host
 
 STARTUP_S = {"xdp": 9.0, "tcp": 3.0, "idle": 3.0}  # measured here: bcc compiles take seconds
 # Start in this order, each ready before the next: the logger must listen before the hardworker
@@ -84,69 +82,30 @@ class Params:
                 "tag": self.tag, "work_us": self.work_us, "deliver": self.deliver}
 
 
-def _list(text, conv, name, lo, hi):
-    items = [t.strip() for t in str(text).split(",") if t.strip()]
-    if not items:
-        raise InventoryError(f"--{name}: {text!r} is empty")
-    out = []
-    for t in items:
-        try:
-            v = conv(t)
-        except ValueError:
-            raise InventoryError(f"--{name}: {t!r} is not a number") from None
-        if not lo <= v <= hi:
-            raise InventoryError(f"--{name}: {t!r} is out of range {lo:g}..{hi:g}")
-        out.append(v)
-    return tuple(out)
-
-
-def _one(value, conv, name, lo, hi):
-    """One task option as a number in lo..hi, or a one-line error naming it."""
-    try:
-        v = conv(str(value).strip())
-    except ValueError:
-        what = "a whole number" if conv is int else "a number"
-        raise InventoryError(f"--{name}: {value!r} is not {what}") from None
-    if not lo <= v <= hi:
-        raise InventoryError(f"--{name}: {value!r} is out of range {lo:g}..{hi:g}")
-    return v
-
-
 def params(defaults: dict, *, rate=None, size=None, duration=None, warmup=None, modes=None, repeat=None,
-           wakeup=None, sensors=1, idle=None, tag="", max_sensors=1, work_us=None, deliver=None) -> Params:
-    """Task options over inventory defaults; every bad option is a one-line error naming it."""
-    modes_t = tuple(m.strip() for m in (modes or ",".join(defaults["modes"])).split(",") if m.strip())
-    for m in modes_t:
-        if m not in ("xdp", "tcp"):
-            raise InventoryError(f"--modes: {m!r} is not xdp or tcp")
-    if len(set(modes_t)) != len(modes_t) or not modes_t:
-        raise InventoryError(f"--modes: {modes!r} must list distinct modes")
-    wk = wakeup or defaults["wakeup"]
+           wakeup=None, sensors=None, idle=None, tag="", max_sensors=1, work_us=None, deliver=None) -> Params:
+    """Task options over inventory defaults; every bad option is a one-line error naming it
+    (``options.OptionError``, an ``InventoryError``)."""
+    def given(value, key):
+        return value if value is not None else defaults[key]
+
+    modes_t = options.choices(modes if modes is not None else ",".join(defaults["modes"]), "modes", MODES)
+    wk = options.wakeup(given(wakeup, "wakeup"))
+    n_sensors = 1 if sensors is None else sensors
     try:
-        parse_wakeup(wk)
-    except InventoryError as exc:
-        raise InventoryError(f"--{exc}") from None
-    if not re.match(r"^[A-Za-z0-9._-]{0,40}$", tag or ""):
-        raise InventoryError(f"--tag: {tag!r} may hold only letters, digits, '.', '_', '-' (max 40)")
-    try:
-        sensors = _one(sensors, int, "sensors", 1, max_sensors)
-    except InventoryError as exc:
-        raise InventoryError(f"{exc} (sensor hosts in the inventory)") from None
-    dl = deliver or defaults.get("deliver", "all")
-    try:
-        policy = delivery.parse(dl)
-    except delivery.DeliverError as exc:
-        raise InventoryError(f"--deliver: {exc}") from None
-    rep = _one(repeat if repeat is not None else defaults["repeat"], int, "repeat", 1, 1000)
-    dur = _one(duration if duration is not None else defaults["duration"], float, "duration", 0.5, 86400)
-    wu = _one(warmup if warmup is not None else defaults["warmup"], float, "warmup", 0, 3600)
-    work = _one(work_us if work_us is not None else defaults["work_us"], float, "work-us", 0, 1_000_000)
+        n_sensors = options.number(n_sensors, "sensors", "sensors", hi=max_sensors)
+    except options.OptionError as exc:
+        raise options.OptionError(f"{exc} (sensor hosts in the inventory)") from None
     return Params(
-        rates=_list(rate if rate is not None else defaults["rate"], float, "rate", 0.1, 100_000),
-        sizes=_list(size if size is not None else defaults["size"], int, "size", 0, 65_000),
-        duration_s=dur, warmup_s=wu, tail_s=float(defaults["tail"]), modes=modes_t, repeat=rep,
-        wakeup=wk, sensors=sensors, idle=bool(defaults["idle"] if idle is None else idle), tag=tag or "",
-        work_us=work, deliver=str(policy))
+        rates=options.numbers(given(rate, "rate"), "rate", "rate_hz"),
+        sizes=options.numbers(given(size, "size"), "size", "size_bytes"),
+        duration_s=options.number(given(duration, "duration"), "duration", "duration_s"),
+        warmup_s=options.number(given(warmup, "warmup"), "warmup", "warmup_s"),
+        tail_s=float(defaults["tail"]), modes=modes_t,
+        repeat=options.number(given(repeat, "repeat"), "repeat", "repeat"),
+        wakeup=wk, sensors=n_sensors, idle=bool(defaults["idle"] if idle is None else idle),
+        tag=options.tag(tag), work_us=options.number(given(work_us, "work_us"), "work-us", "work_us"),
+        deliver=options.deliver(deliver if deliver is not None else defaults.get("deliver", "all")))
 
 
 def trials(p: Params) -> list[Trial]:

@@ -202,3 +202,44 @@ def test_5_lab_addresses_are_inside_the_subnet_and_not_its_edges(tmp_path, guard
         p = write(tmp_path, lab.replace('"198.18.0.11"', bad).encode(), "lab.toml")
         msg = refused(tasks.stop, inventory=str(p))
         assert " hosts.sensor.ip: " in msg and why in msg, msg
+
+
+# --- 6. command-line options ---------------------------------------------------------------
+def cli(capsys, *argv) -> str:
+    """The real invoke command line, in-process: exit 2 with one stderr line; returns it."""
+    from invoke import Program
+
+    with pytest.raises(SystemExit) as err:
+        Program(namespace=tasks.ns, name="tcpskim", binary="invoke").run(["invoke", *argv])
+    text = capsys.readouterr().err.strip()
+    assert err.value.code == 2, text
+    assert len(text.splitlines()) == 1, text
+    return text
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["run-experiment", "--sensors", "abc"], "--sensors"), (["run-experiment", "--sensors", "0"], "--sensors"),
+    (["stop", "--timeout", "abc"], "--timeout"), (["stop", "--timeout", "-5"], "--timeout"),
+    (["stop", "--timeout", "nan"], "--timeout"), (["stop", "--timeout", "inf"], "--timeout"),
+    (["stop", "--hosts", ","], "--hosts"), (["stop", "--hosts", " "], "--hosts"), (["doctor", "--hosts", ""], "--hosts"),
+    (["run-experiment", "--duration", "\u0661\u0660"], "--duration"),  # Arabic-Indic "10"
+    (["run-experiment", "--rate", "50,"], "--rate"), (["run-experiment", "--repeat", "1e400"], "--repeat"),
+    (["run-experiment", "--wakeup", "batch:10ms\n"], "--wakeup"), (["run-experiment", "--wakeup", ""], "--wakeup"),
+    (["run-experiment", "--deliver", "all\n"], "--deliver"), (["run-experiment", "--tag", "-x"], "--tag"),
+    (["run-experiment", "--modes", ""], "--modes"), (["fix-network", "--interval", "0"], "--interval"),
+    (["fix-network", "--misses", "x"], "--misses"), (["demo", "--duration", "nan"], "--duration"),
+])
+def test_6_bad_options_are_one_line_naming_the_option(tmp_path, guard, capsys, argv, key):
+    task, *rest = argv
+    inv = write(tmp_path, good(guard.port))
+    if task == "demo":
+        inv = tasks.__file__.rsplit("/", 1)[0] + "/inventory.toml"
+    line = cli(capsys, task, "-i", str(inv), *rest)
+    assert line.startswith(f"error: {key}: ") or f" {key}: " in line, line
+
+
+def test_6_empty_inventory_option_is_refused_not_a_fallback(tmp_path, guard, capsys, monkeypatch):
+    monkeypatch.setenv(inventory.ENV_VAR, str(write(tmp_path, good(guard.port))))
+    assert "--inventory: ''" in cli(capsys, "stop", "-i", "")
+    monkeypatch.setenv(inventory.ENV_VAR, "")
+    assert inventory.ENV_VAR in cli(capsys, "stop")
