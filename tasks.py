@@ -30,9 +30,13 @@ def _inventory(path):
 
 
 @contextlib.contextmanager
-def _fleet(c, inv, accept_new_keys=False):
+def _fleet(c, inv, accept_new_keys=False, report=True):
+    """The Fleet, once the files the inventory names are checked (before any SSH).
+    ``report=False``: the caller reports each host's failure itself (once)."""
+    _checked(inventory_mod.check_paths, inv, creating_known_hosts=accept_new_keys)
     with Fleet(inv, accept_new_keys=accept_new_keys, sudo_password=c.config.sudo.password) as fleet:
-        fleet.progress = _report_failure  # a failed host is told at once, not after the slowest
+        if report:
+            fleet.progress = _report_failure  # a failed host is told at once, not after the slowest
         yield fleet
 
 
@@ -154,6 +158,7 @@ def fix_network(c, inventory=None, dry_run=False, watch=False, interval=None, mi
     inv = _inventory(inventory)
     interval = _checked(options.number, 10 if interval is None else interval, "interval", "watch_interval_s")
     misses = _checked(options.number, 2 if misses is None else misses, "misses", "watch_misses")
+    _checked(inventory_mod.check_paths, inv)  # before the control routes, too
     ok = True
     # Routes first: on a testbed the control machine may reach a host only through them.
     routes = netfix.control_routes(c, inv, dry_run)
@@ -195,6 +200,7 @@ def accept_host_keys(c, inventory=None, hosts=None):
 
     inv = _inventory(inventory)
     targets = _select(inv, hosts)
+    _checked(inventory_mod.check_paths, inv, creating_known_hosts=True)
     _finish("accept-host-keys", accept(inv, targets), ["fingerprint"])
 
 
@@ -230,7 +236,7 @@ def run_experiment(c, inventory=None, rate=None, size=None, duration=None, warmu
                    max_sensors=len(inv.sensors), work_us=work_us, deliver=deliver)
     except inventory_mod.InventoryError as exc:
         raise Exit(f"error: {exc}", code=2) from None
-    with _fleet(c, inv) as fleet:
+    with _fleet(c, inv, report=False) as fleet:  # the runner reports each host's failure once
         try:
             Runner(fleet, p, progress=progress and sys.stderr.isatty()).run()
         except RunFailed:  # the runner already printed what failed and where the results are
@@ -252,10 +258,13 @@ def _run_dir(run):
 
 def _render(run_dir):
     from tcpskim.report import write_report
+    from tcpskim.results import RunFileError, read_meta
 
-    if not (run_dir / "run.json").exists():
-        raise Exit(f"error: {run_dir} is not a run folder (no run.json)", code=2)
-    text, files = write_report(run_dir)
+    try:
+        read_meta(run_dir)  # a run.json the runner wrote, or one line naming the file and key
+        text, files = write_report(run_dir)
+    except RunFileError as exc:
+        raise Exit(f"error: {exc}", code=2) from None
     print(text)
     print(f"\nwrote {', '.join(str(f.relative_to(run_dir)) for f in files)} in {run_dir}")
 

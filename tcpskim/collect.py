@@ -6,27 +6,32 @@ where it stopped; a host that is gone is reported and the others are still colle
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 
+from roles import vocab
+
 from .fleet import Fleet, HostResult
+from .results import RunFileError, read_meta
 
 
 def run_hosts(run_dir: Path, inv) -> tuple[dict, list]:
     """(run.json, the inventory hosts it names); ValueError (one line) before any SSH if the
     folder is not a run or names a host the inventory does not have."""
+    run = read_meta(run_dir)  # RunFileError (a ValueError): one line naming the file and key
     try:
-        run = json.loads((run_dir / "run.json").read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{run_dir} is not a run folder (no run.json)") from None
-    except ValueError as exc:
-        raise ValueError(f"{run_dir}/run.json is not valid JSON: {exc}") from None
-    missing = [name for name in run.get("hosts", {}) if name not in inv.names]
+        vocab.token(run["run_id"])  # it names a remote folder
+    except vocab.Invalid as exc:
+        raise RunFileError(f"{run_dir / 'run.json'}: run_id: {run['run_id']!r} {exc}") from None
+    missing = [name for name in run["hosts"] if name not in inv.names]
     if missing:
-        raise ValueError(f"run {run.get('run_id')} used host(s) {', '.join(missing)}, "
+        raise ValueError(f"run {run['run_id']} used host(s) {', '.join(missing)}, "
                          f"not in inventory {inv.path.name}")
-    return run, [inv.host(name) for name in run.get("hosts", {})]
+    for name, h in run["hosts"].items():
+        if not isinstance(h.get("checkout"), str) or not h["checkout"].startswith("/"):
+            raise RunFileError(f"{run_dir / 'run.json'}: hosts.{name}.checkout: must be the absolute "
+                               f"path the run used, not {h.get('checkout')!r}")
+    return run, [inv.host(name) for name in run["hosts"]]
 
 
 def collect(fleet: Fleet, run_dir: Path) -> list[HostResult]:

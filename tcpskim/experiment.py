@@ -27,7 +27,15 @@ from .stop import stop_host
 from .trial import RunFailed, TrialSession
 from .trialconfig import HostInfo, Testbed
 
-__all__ = ["HostInfo", "RunFailed", "Runner", "preflight"]
+__all__ = ["HostInfo", "PreflightFailed", "RunFailed", "Runner", "preflight"]
+
+
+class PreflightFailed(RunFailed):
+    """Preflight failed on some hosts (``failed``: host -> its one-line reason), before any trial."""
+
+    def __init__(self, failed: dict[str, str]):
+        super().__init__("preflight failed: " + "; ".join(f"{h}: {d}" for h, d in failed.items()))
+        self.failed = failed
 
 
 def preflight(fleet: Fleet, hosts: list[Host]) -> dict[str, dict]:
@@ -48,9 +56,12 @@ def preflight(fleet: Fleet, hosts: list[Host]) -> dict[str, dict]:
 
     facts = fleet.each(hosts, one)
     macs = discover_macs(fleet, hosts)
-    bad = [r for r in facts + macs if r.failed]
+    bad = {}
+    for r in facts + macs:
+        if r.failed:
+            bad.setdefault(r.host, r.detail)  # a host's first error only: the MAC step repeats an SSH one
     if bad:
-        raise RunFailed("; ".join(f"{r.host}: {r.detail}" for r in bad))
+        raise PreflightFailed(bad)
     out = {r.host: r.data for r in facts}
     for r in macs:
         out[r.host]["mac"] = r.data["mac"]
@@ -107,7 +118,7 @@ class Runner:
         except BaseException as exc:  # KeyboardInterrupt included: stop everything, keep results
             reason = f"interrupted ({exc.args[0] if exc.args else 'Ctrl-C'})" \
                 if isinstance(exc, KeyboardInterrupt) else str(exc)
-            self._fail(folder, rows, reason)
+            self._fail(folder, rows, reason, skip=getattr(exc, "failed", {}))
             raise RunFailed(reason) from None
         finally:
             if affinity:
@@ -116,21 +127,30 @@ class Runner:
         self.out(f"run {folder.run_id} ok: {folder.path}")
         return folder
 
-    def _fail(self, folder: RunFolder, rows: list, reason: str):
-        """Stop every role on every host (XDP detached), keep the rows so far, mark the run failed."""
+    def _fail(self, folder: RunFolder, rows: list, reason: str, skip=()):
+        """Stop every role on every host (XDP detached), keep the rows so far, mark the run failed.
+
+        ``skip``: hosts whose preflight failed (it already swept them, or they cannot be
+        reached: their error is in ``reason`` once, not again from a cleanup). A run that ended
+        before its first trial keeps no folder, so it never becomes the "latest" run."""
         signals.ignore_hangup()  # the terminal may be gone: clean up anyway
 
         def say(text):
             with contextlib.suppress(OSError):  # ... and printing to it may fail
                 self.out(text)
 
-        say(f"run failed: {reason}; stopping every role on every host")
         from .fleet import summary
 
-        summary("cleanup", self.fleet.each(list(self.inv.hosts), lambda h: stop_host(self.fleet, h)), out=say)
+        hosts = [h for h in self.inv.hosts if h.name not in skip]
+        say(f"run failed: {reason}" + ("; stopping every role on every host" if hosts else ""))
+        if hosts:
+            summary("cleanup", self.fleet.each(hosts, lambda h: stop_host(self.fleet, h)), out=say)
         folder.write_summary(rows)
         folder.finish("failed", reason)
-        say(f"run {folder.run_id} FAILED: partial results in {folder.path}")
+        if not rows and folder.discard_if_empty():
+            say(f"run {folder.run_id} FAILED before its first trial: no results kept")
+        else:
+            say(f"run {folder.run_id} FAILED: partial results in {folder.path}")
 
     def _trials(self, folder: RunFolder, rows: list):
         """Preflight, then every trial of the plan; a summary row written after each."""

@@ -456,3 +456,30 @@ def parse_wakeup(text: str) -> dict:
         return vocab.wakeup(text)
     except vocab.Invalid as exc:
         raise InventoryError(f"wakeup: {text!r} {exc}") from None
+
+
+def check_paths(inv: Inventory, *, creating_known_hosts: bool = False) -> None:
+    """The files the inventory names, checked on this machine before any SSH: every host's
+    SSH key exists and is a file, and known_hosts is a file (it may be missing only when
+    new host keys are to be accepted, which creates it). ``InventoryError`` names the key
+    that named the path, and the path."""
+    f = inv.path.name
+    lab_hint = " (invoke lab.up makes it)" if inv.lab else ""
+    for h in inv.hosts:
+        if h.ssh_key is None:
+            continue
+        p = Path(os.path.expanduser(h.ssh_key))
+        source = inv.key_sources.get(h.name, f"hosts.{h.name}.ssh_key")
+        if p.is_dir():
+            raise InventoryError(f"{f}: {source}: {h.ssh_key!r} is a directory, not a private key file")
+        if not p.is_file():
+            raise InventoryError(f"{f}: {source}: {h.ssh_key!r} does not exist{lab_hint}")
+        if not os.access(p, os.R_OK):
+            raise InventoryError(f"{f}: {source}: {h.ssh_key!r} is not readable by this user")
+    kh = Path(os.path.expanduser(inv.known_hosts))
+    if kh.is_dir():
+        raise InventoryError(f"{f}: ssh.known_hosts: {inv.known_hosts!r} is a directory, not a file")
+    if not kh.exists() and not creating_known_hosts:
+        hint = "invoke lab.up writes it" if inv.lab else \
+            "invoke accept-host-keys, or deploy --accept-new-host-keys, creates it"
+        raise InventoryError(f"{f}: ssh.known_hosts: {inv.known_hosts!r} does not exist ({hint})")

@@ -33,7 +33,7 @@ from tabulate import tabulate  # noqa: E402
 
 from roles import vocab  # noqa: E402
 
-from . import components, resolve, stats  # noqa: E402
+from . import components, resolve, results, stats  # noqa: E402
 
 LAB_NOTE = ("lab: all hosts share one kernel; only the hardworker's dedicated CPU and "
             "per-process counters are per-host figures")
@@ -96,17 +96,29 @@ def load_run(run_dir) -> tuple[dict, list[dict]]:
     run_dir = Path(run_dir)
     run_path = run_dir / "run.json"
     if run_path.exists():
-        run = json.loads(run_path.read_text())
+        run = results.read_meta(run_dir)  # RunFileError: one line naming the file and key
     else:
         run = {"run_id": run_dir.name, "status": "unknown", "params": {}, "hosts": {},
                "lab": False, "failure": "run.json missing"}
     rows: list[dict] = []
     if (run_dir / "summary.json").exists():
-        rows = json.loads((run_dir / "summary.json").read_text()).get("rows", [])
+        rows = _summary_rows(run_dir / "summary.json")
     elif (run_dir / "summary.csv").exists():
         with open(run_dir / "summary.csv", newline="") as fh:
             rows = list(csv.DictReader(fh))
     return run, [_normalise(r) for r in rows]
+
+
+def _summary_rows(path: Path) -> list[dict]:
+    """summary.json's rows, or RunFileError naming the file and key."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise results.RunFileError(f"{path}: not valid JSON ({' '.join(str(exc).split())[:120]})") from None
+    rows = data.get("rows", []) if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise results.RunFileError(f"{path}: rows: must be a list of objects")
+    return rows
 
 
 # ----------------------------------------------------------------------------- helpers

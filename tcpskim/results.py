@@ -53,6 +53,16 @@ class RunFolder:
         path.mkdir(parents=True)
         return cls(path)
 
+    def discard_if_empty(self) -> bool:
+        """Remove the folder of a run that ended before its first trial (run.json and
+        summaries only, no trial folder), so it never becomes "latest"; whether it did."""
+        if not self.path.is_dir() or any(p.is_dir() for p in self.path.iterdir()):
+            return False
+        for p in self.path.iterdir():
+            p.unlink()
+        self.path.rmdir()
+        return True
+
     @classmethod
     def latest(cls, base: Path) -> "RunFolder":
         runs = sorted(p for p in base.glob("*/run.json"))
@@ -191,3 +201,51 @@ def _deliver_counts(row, hw, sensors, p, trial, elapsed, busy, baseline) -> None
     # only pull the xdp/tcp ratio towards 1.
     attr = components.attributed_busy_s(hw.get("window"))
     row["hw_attr_us_per_sent_record"] = attr / n_sent * 1e6 if attr is not None and n_sent else None
+
+
+class RunFileError(ValueError):
+    """A run folder's file that cannot be what the runner wrote: one line naming file and key."""
+
+
+# run.json keys a report or a collect reads, and the JSON types each must have
+_META_TYPES = {"run_id": (str,), "status": (str,), "hosts": (dict,), "params": (dict,),
+               "lab": (bool,), "failure": (str, type(None)), "started": (int, float, str, type(None)),
+               "ended": (int, float, str, type(None))}
+_REQUIRED = ("run_id", "hosts")
+_HOST_TYPES = {"role": (str,), "checkout": (str,), "commit": (str, type(None)), "kernel": (str, type(None)),
+               "bcc": (str, type(None)),
+               "clock_offset_s": (int, float, type(None)), "clock_uncertainty_s": (int, float, type(None))}
+
+
+def _kind(v) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false",
+            type(None): "null"}.get(type(v), "a number" if isinstance(v, (int, float)) else type(v).__name__)
+
+
+def read_meta(run_dir) -> dict:
+    """A run folder's run.json, checked: a JSON object with the keys the runner writes, of
+    the types it writes them; else ``RunFileError`` naming the file and the key."""
+    path = Path(run_dir) / "run.json"
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise RunFileError(f"{run_dir} is not a run folder (no run.json)") from None
+    except IsADirectoryError:
+        raise RunFileError(f"{path}: is a directory, not a file") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunFileError(f"{path}: not valid JSON ({' '.join(str(exc).split())[:120]})") from None
+    if not isinstance(meta, dict):
+        raise RunFileError(f"{path}: must hold a JSON object, not {_kind(meta)}")
+    for key in _REQUIRED:
+        if key not in meta:
+            raise RunFileError(f"{path}: {key}: is missing (not a run.json the runner wrote)")
+    for key, types in _META_TYPES.items():
+        if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool) and bool not in types):
+            raise RunFileError(f"{path}: {key}: must be {_kind(types[0]())}, not {_kind(meta[key])}")
+    for name, h in meta["hosts"].items():
+        if not isinstance(h, dict):
+            raise RunFileError(f"{path}: hosts.{name}: must be an object, not {_kind(h)}")
+        for key, types in _HOST_TYPES.items():
+            if key in h and not isinstance(h[key], types):
+                raise RunFileError(f"{path}: hosts.{name}.{key}: must be {_kind(types[0]())}, not {_kind(h[key])}")
+    return meta

@@ -243,3 +243,99 @@ def test_6_empty_inventory_option_is_refused_not_a_fallback(tmp_path, guard, cap
     assert "--inventory: ''" in cli(capsys, "stop", "-i", "")
     monkeypatch.setenv(inventory.ENV_VAR, "")
     assert inventory.ENV_VAR in cli(capsys, "stop")
+
+
+# --- 4. paths the inventory names ------------------------------------------------------------
+def test_4_ssh_key_and_known_hosts_are_checked_before_any_ssh(tmp_path, guard):
+    kh = tmp_path / "known_hosts"
+    kh.write_text("")
+    (tmp_path / "keydir").mkdir()
+    cases = [
+        ({"ssh.key": str(tmp_path / "nope"), "ssh.known_hosts": str(kh)}, "ssh.key", "does not exist"),
+        ({"hosts.sensor.ssh_key": str(tmp_path / "keydir"), "ssh.known_hosts": str(kh)},
+         "hosts.sensor.ssh_key", "is a directory"),
+        ({"ssh.known_hosts": str(tmp_path / "keydir")}, "ssh.known_hosts", "is a directory"),
+        ({"ssh.known_hosts": str(tmp_path / "absent")}, "ssh.known_hosts", "does not exist"),
+    ]
+    for i, (settings_, key, why) in enumerate(cases):
+        d = good(guard.port)
+        for k, v in settings_.items():
+            d = mutated(guard.port, k, v) if not d else _set(d, k, v)
+        p = write(tmp_path, d, f"inv{i}.toml")
+        for task in (tasks.stop, tasks.doctor, tasks.run_experiment, tasks.fix_network):
+            msg = refused(task, inventory=str(p))
+            assert f" {key}: " in msg and why in msg and str(tmp_path) in msg, msg
+    # known_hosts may be missing when new keys are to be accepted: that creates it
+    inv = inventory.load(write(tmp_path, _set(good(guard.port), "ssh.known_hosts", str(tmp_path / "new")), "ok.toml"))
+    inventory.check_paths(inv, creating_known_hosts=True)
+
+
+def _set(d, path, value):
+    *parents, last = path.split(".")
+    t = d
+    for p in parents:
+        t = t.setdefault(p, {})
+    t[last] = value
+    return d
+
+
+# --- 7. results ------------------------------------------------------------------------------
+@pytest.mark.parametrize("content, key", [
+    ("not json {", "not valid JSON"), ("{}", "run_id: is missing"), ("[]", "must hold a JSON object"),
+    ('{"run_id": "r", "hosts": "sensor"}', "hosts: must be an object"),
+    ('{"run_id": 5, "hosts": {}}', "run_id: must be a string"),
+    ('{"run_id": "r", "hosts": {"sensor": 1}}', "hosts.sensor: must be an object"),
+    ('{"run_id": "r", "hosts": {}, "params": []}', "params: must be an object"),
+    (b'\xff\xfe{}', "not valid JSON"),
+])
+def test_7_report_and_collect_name_the_file_and_key_of_a_bad_run_json(tmp_path, guard, content, key):
+    run = tmp_path / "20260101-000000"
+    run.mkdir()
+    (run / "run.json").write_bytes(content if isinstance(content, bytes) else content.encode())
+    msg = refused(tasks.report, str(run))
+    assert str(run / "run.json") in msg and key in msg, msg
+    inv = write(tmp_path, _set(good(guard.port), "ssh.known_hosts", str(tmp_path / "kh")))
+    msg = refused(tasks.collect, run=str(run), inventory=str(inv))
+    assert str(run / "run.json") in msg and key in msg, msg
+
+
+def test_7_collect_refuses_a_run_whose_checkout_is_not_a_path(tmp_path, guard):
+    run = tmp_path / "r1"
+    run.mkdir()
+    (run / "run.json").write_text('{"run_id": "r1", "status": "ok", "hosts": {"sensor": {"checkout": "-P"}}}')
+    inv = write(tmp_path, good(guard.port))
+    assert "hosts.sensor.checkout" in refused(tasks.collect, run=str(run), inventory=str(inv))
+
+
+def test_7_unreachable_hosts_fail_once_each_and_leave_no_empty_run(tmp_path, monkeypatch, capsys):
+    """A real Fleet against a listener that hangs up: each host's SSH error is printed once,
+    the run leaves no results folder, and "latest" still names the run before it."""
+    from tcpskim import experiment
+    from tcpskim.results import RunFolder
+
+    lst = _Listener()
+    try:
+        monkeypatch.setattr(experiment, "CHECKOUT", tmp_path)
+        earlier = tmp_path / "results" / "20250101-000000"
+        earlier.mkdir(parents=True)
+        (earlier / "run.json").write_text('{"run_id": "20250101-000000", "hosts": {}}')
+        (earlier / "t000-idle").mkdir()
+        key, kh = tmp_path / "id", tmp_path / "known_hosts"
+        key.write_text("not a key")
+        kh.write_text("")
+        d = good(lst.port)
+        for h, sock in zip(d["hosts"].values(), lst.socks):
+            h["ssh_host"], h["ssh_port"] = "127.0.0.1", sock.getsockname()[1]
+        d["ssh"].update(key=str(key), known_hosts=str(kh), connect_timeout=2)
+        with pytest.raises(Exit) as err:
+            tasks.run_experiment(Context(), inventory=str(write(tmp_path, d)), progress=False)
+        assert err.value.code == 1
+        out = capsys.readouterr()
+        text = out.out + out.err
+        for name in ("sensor", "hardworker", "logger"):
+            assert text.count(f"{name}: ") == 1, text
+        assert "FAILED before its first trial" in text
+        assert [p.name for p in (tmp_path / "results").iterdir()] == [earlier.name]
+        assert RunFolder.latest(tmp_path / "results").path == earlier
+    finally:
+        lst.close()
