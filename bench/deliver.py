@@ -38,6 +38,7 @@ from tcpskim.experiment import Runner  # noqa: E402
 from tcpskim.fleet import Fleet  # noqa: E402
 from tcpskim.plan import params  # noqa: E402
 from tcpskim.report import xdp_tcp_ratio  # noqa: E402
+from tcpskim.resolve import ratio_allowed  # noqa: E402
 from tcpskim.stats import mean_ci  # noqa: E402
 
 # The scenarios compare the attributed busy time per sent record (tracepoints: other tasks
@@ -77,6 +78,8 @@ def scenario(inv, name, a):
     rows = json.loads((folder.path / "summary.json").read_text())["rows"]
     out = []
     ratio = xdp_tcp_ratio(rows, col=col)
+    vals = {m: [r.get(col) for r in rows if r["mode"] == m and r.get(col) is not None] for m in ("xdp", "tcp")}
+    allowed, why = ratio_allowed(vals["xdp"], vals["tcp"])  # never a ratio of noise
     for m in ("xdp", "tcp"):
         rs = [r for r in rows if r["mode"] == m]
         faults = sum((r["lost"] or 0) + (r["duplicates"] or 0) + (r["corrupt"] or 0) for r in rs)
@@ -87,9 +90,10 @@ def scenario(inv, name, a):
                     sum(r["sent"] for r in rs), sum(r["logged"] for r in rs), sum(r["delivered"] for r in rs),
                     "-" if None in exp else sum(exp), sum(r["skipped"] or 0 for r in rs), faults,
                     fmt(mean_ci([r["latency_p99_us"] for r in rs]), 0),
+                    "" if m != "xdp" else why if not allowed else
                     (f"{ratio[0]:.3f}" + (f" [{ratio[1]:.3f}, {ratio[2]:.3f}]" if ratio[1] is not None else "")
                      + f" on {col.replace('hw_', '').replace('_us_per', '/')} (target <= {target})")
-                    if m == "xdp" and ratio[0] is not None else ""])
+                    if ratio[0] is not None else ""])
     return folder.run_id, out
 
 
