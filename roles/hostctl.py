@@ -5,21 +5,39 @@ Every subcommand prints exactly one JSON object on stdout in the shape of ``role
 that changes state takes ``--check`` (say what would change, change nothing). Subcommands live
 in small modules (``roles.netops`` for network facts and fixes, ``roles.procs`` for starting
 and stopping roles, ``roles.deployctl`` for deploy's update and checks); this file only
-dispatches. Nothing heavy (bcc, pyroute2) is imported before a command needs it.
+dispatches, importing only the module of the command asked for (a deploy that changes
+nothing must stay cheap on a Raspberry Pi); bcc and pyroute2 are imported only by the
+commands that use them.
 """
 
 import argparse
+import importlib
 import json
 import sys
 
+COMMANDS = {
+    "netops": ("facts", "neigh-show", "neigh-pin", "netfix", "detach-xdp", "headers-shim", "check", "commit"),
+    "procs": ("start", "wait-ready", "go", "stop", "status"),
+    "deployctl": ("deploy",),
+}
+
+
+def _modules(argv: list[str]) -> list[str]:
+    """The module of the command in ``argv``, or every module (help, an unknown command)."""
+    for name, cmds in COMMANDS.items():
+        if argv and argv[0] in cmds:
+            return [name]
+    return list(COMMANDS)
+
 
 def main(argv=None):
-    from roles import answer, deployctl, netops, procs
+    from roles import answer
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="roles.hostctl", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for module in (netops, procs, deployctl):
-        module.register(sub)
+    for name in _modules(argv):
+        importlib.import_module(f"roles.{name}").register(sub)
     args = parser.parse_args(argv)
     try:
         result = answer.shape(args.func(args))

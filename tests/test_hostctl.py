@@ -235,3 +235,22 @@ def test_deploy_answers_changed_only_when_the_checkout_moved(checkout, capsys, m
     assert out["changed"] is False and out["data"]["runtime"] == "cached"
     rc, out = run(capsys, "deploy", "--remote", str(origin), "--branch", "main", "--after", "none")
     assert out["changed"] is True and out["data"]["action"] == "cloned"
+
+
+def test_every_command_is_dispatched_to_the_module_that_registers_it():
+    import argparse
+    import importlib
+
+    for name, cmds in hostctl.COMMANDS.items():
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(f"roles.{name}").register(sub)
+        assert set(sub.choices) == set(cmds), name
+
+
+def test_deploy_imports_neither_procs_nor_pyroute2():
+    code = ("import sys; from roles import hostctl; sys.argv[1:] = ['deploy', '--help']\n"
+            "try:\n    hostctl.main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m in ('roles.procs', 'roles.runtime', 'pyroute2', 'bcc')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr
