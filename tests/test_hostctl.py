@@ -59,6 +59,30 @@ def test_stop_check_names_what_it_would_stop_and_stops_nothing(capsys, tmp_path)
         role.wait()
 
 
+def test_iproute2_reads_and_pins_like_pyroute2(monkeypatch):
+    """The ip -j adapter, on what iproute2 6.1 prints."""
+    runs = []
+    out = {("link",): '[{"ifindex":5,"ifname":"eth0","flags":["BROADCAST","UP","LOWER_UP"],'
+                      '"operstate":"UP","address":"02:00:c6:12:00:c3"}]',
+           ("-4",): '[{"dst":"198.18.0.4","lladdr":"02:00:00:00:00:04","state":["PERMANENT"]},'
+                    '{"dst":"198.18.0.9","state":["FAILED"]}]'}
+
+    def fake_run(argv, **kw):
+        runs.append(argv)
+        return subprocess.CompletedProcess(argv, 0, out.get((argv[2],), ""), "")
+    monkeypatch.setattr(netops.subprocess, "run", fake_run)
+    ipr = netops.IpRoute2()
+    assert ipr.link_lookup("eth0") == [5]
+    link = ipr.get_links(5)[0]
+    assert link.get_attr("IFLA_ADDRESS") == "02:00:c6:12:00:c3" and link["flags"] & 1
+    n = ipr.get_neighbours(ifindex=5)
+    assert [(m.get_attr("NDA_DST"), m.get_attr("NDA_LLADDR"), m["state"]) for m in n] == [
+        ("198.18.0.4", "02:00:00:00:00:04", netops.NUD_PERMANENT), ("198.18.0.9", None, 0)]
+    ipr.neigh("replace", dst="198.18.0.9", lladdr="02:00:00:00:00:09", ifindex=5, state=netops.NUD_PERMANENT)
+    assert runs[-1] == ["ip", "neigh", "replace", "198.18.0.9", "lladdr", "02:00:00:00:00:09", "dev", "eth0",
+                        "nud", "permanent"]
+
+
 # --- neighbours, on a fake netlink --------------------------------------------------------
 class FakeMsg(dict):
     def __init__(self, attrs, **fields):
@@ -100,7 +124,7 @@ class FakeIPR:
 def ipr(monkeypatch):
     fake = FakeIPR(neigh={"198.18.0.3": ("02:00:00:00:00:03", netops.NUD_PERMANENT),
                           "198.18.0.4": ("02:00:00:00:00:99", 0x02)})
-    monkeypatch.setattr(netops, "_ipr", lambda: fake)
+    monkeypatch.setattr(netops, "_neighbours", lambda: fake)
     return fake
 
 
@@ -133,7 +157,7 @@ def test_netfix_checks_its_own_mac_before_pinning(capsys, ipr):
 
 
 def test_netfix_on_a_down_link_fails(capsys, monkeypatch):
-    monkeypatch.setattr(netops, "_ipr", lambda: FakeIPR(up=False))
+    monkeypatch.setattr(netops, "_neighbours", lambda: FakeIPR(up=False))
     rc, out = run(capsys, "netfix", "--interface", "eth0", *PEERS)
     assert rc == 1 and out["msg"] == "eth0 is down"
 
