@@ -43,6 +43,10 @@ def config_text(inv: Inventory, host: Host) -> str:
         "PrintMotd no",
         "X11Forwarding no",
         "AcceptEnv LANG LC_*",
+        # bash run by sshd sources ~/.bashrc for every command unless it is nested (SHLVL >= 1):
+        # lab hosts share the control machine's home, whose .bashrc is no lab host's (here it
+        # ran `pyenv init`: 0.1 s of CPU per SSH command, more than the command itself).
+        "SetEnv SHLVL=1",
         # Fabric's put/get use SFTP; internal-sftp needs no external binary.
         "Subsystem sftp internal-sftp",
         "MaxStartups 50:30:100",
