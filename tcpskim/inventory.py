@@ -119,7 +119,9 @@ class Inventory:
         if not wanted:
             raise InventoryError(f"--hosts: {names!r} names no host (hosts: {', '.join(self.names)})")
         for n in wanted:
-            self.host(n)
+            if n not in self.names:
+                raise InventoryError(f"--hosts: {n!r} is not a host of {self.path.name} "
+                                     f"(hosts: {', '.join(self.names)})")
         return [h for h in self.hosts if h.name in wanted]
 
 

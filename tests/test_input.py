@@ -10,11 +10,12 @@ and option sets and asserts the same of each: a valid inventory, or one line nam
 from __future__ import annotations
 
 import copy
+import re
 import json
 import math
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 from invoke import Context, Exit
 
 import tasks
@@ -25,23 +26,26 @@ from test_inventory import _Listener, base
 def toml_dump(d, prefix=""):
     """A TOML writer for tables, scalars and lists; strings escaped as JSON (valid TOML basic
     strings), so any text, newlines included, reaches the inventory parser as written."""
+    def q(text):  # JSON escapes control characters; TOML also wants DEL escaped
+        return json.dumps(str(text), ensure_ascii=False).replace("\x7f", "\\u007f")
+
     def val(v):
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, str):
-            return json.dumps(v)
+            return q(v)
         if isinstance(v, list):
             return "[" + ", ".join(val(x) for x in v) + "]"
         if isinstance(v, dict):
-            return "{" + ", ".join(f"{json.dumps(k)} = {val(x)}" for k, x in v.items()) + "}"
+            return "{" + ", ".join(f"{q(k)} = {val(x)}" for k, x in v.items()) + "}"
         return repr(v)
 
     lines, tables = [], []
     for k, v in d.items():
         (tables if isinstance(v, dict) else lines).append((k, v))
-    out = [f"{json.dumps(k)} = {val(v)}" for k, v in lines]
+    out = [f"{q(k)} = {val(v)}" for k, v in lines]
     for k, v in tables:
-        name = f"{prefix}{json.dumps(k)}"
+        name = f"{prefix}{q(k)}"
         out.append(f"\n[{name}]")
         out.append(toml_dump(v, name + "."))
     return "\n".join(out)
@@ -339,3 +343,92 @@ def test_7_unreachable_hosts_fail_once_each_and_leave_no_empty_run(tmp_path, mon
         assert RunFolder.latest(tmp_path / "results").path == earlier
     finally:
         lst.close()
+
+
+# --- the property: any inventory and option set, one outcome or one line --------------------
+class _Reached(Exception):
+    """Validation passed: the task got as far as building its Fleet."""
+
+
+LEAVES = [f"{t}.{k}" for t, ks in {
+    "testbed": ("name", "lab"), "ssh": ("user", "port", "key", "known_hosts", "connect_timeout"),
+    "code": ("remote", "branch"), "marker": ("tos", "port"), "control": ("gateway", "interface", "add_routes"),
+    "experiment": ("rate", "size", "duration", "modes", "repeat", "wakeup", "deliver", "xdp_mode",
+                   "ringbuf_bytes", "idle"),
+    "lab": ("prefix", "subnet", "control_ip", "state_dir"),
+}.items() for k in ks] + [f"hosts.{h}.{k}" for h in ("sensor", "logger") for k in (
+    "role", "ip", "interface", "mac", "ssh_host", "ssh_port", "ssh_user", "ssh_key", "checkout", "python", "cpus")]
+TABLES = ["hosts", "ssh", "experiment", "testbed", "hosts.sensor", "code", "x"]
+NASTY = ["", " ", "\n", "a\n", "0.0.0.0", "255.255.255.255", "127.0.0.1", "224.0.0.1", "00:00:00:00:00:00",
+         "01:00:5e:00:00:01", "HEAD", "a..b", "/", "../..", "-P", "-oProxyCommand=x", "~/x", "~", "\u0661\u0660",
+         "batch:10ms\n", "per-record", "all", "latest:0", "eth0", "main", "sensor", "xdp", "nan", "1e400",
+         "\ufeff", "caf\u00e9", "$(id)", "a;b", "02:00:00:00:00:01", "192.0.2.9", "198.18.0.11", "/tmp"]
+scalars = st.one_of(st.sampled_from(NASTY), st.text(max_size=12), st.integers(-2**63, 2**63 - 1),
+                    st.floats(allow_nan=True, allow_infinity=True), st.booleans())
+values = st.one_of(scalars, st.lists(scalars, max_size=3),
+                   st.dictionaries(st.sampled_from(["role", "ip", "a", "\n"]), scalars, max_size=2))
+mutations = st.lists(st.one_of(
+    st.tuples(st.just("set"), st.sampled_from(LEAVES + TABLES), values),
+    st.tuples(st.just("del"), st.sampled_from(LEAVES + TABLES), st.none()),
+    st.tuples(st.just("set"), st.text(min_size=1, max_size=6).map(lambda k: f"hosts.sensor.{k}"), values),
+), max_size=3)
+option_sets = st.fixed_dictionaries({}, optional={
+    "hosts": st.one_of(st.sampled_from(["sensor", ",", " ", "", "sensor,ghost", "logger\n"]), st.text(max_size=6)),
+    "timeout": st.one_of(st.sampled_from(["5", "-5", "nan", "abc", "\u0665", "1e3", ""]), st.text(max_size=5)),
+    "rate": st.one_of(st.sampled_from(["50", "50,", "0", "inf", "1,2"]), st.text(max_size=5)),
+    "sensors": st.one_of(st.sampled_from(["1", "abc", "0", "2"]), st.text(max_size=3)),
+    "wakeup": st.one_of(st.sampled_from(["per-record", "batch:5ms\n", "coalesce:4:100us", ""]), st.text(max_size=8)),
+    "deliver": st.one_of(st.sampled_from(["all", "latest", "filter:every:0"]), st.text(max_size=8)),
+    "tag": st.text(max_size=6), "modes": st.text(max_size=8),
+})
+
+
+def _apply(d, op, path, value):
+    *parents, last = path.split(".")
+    t = d
+    for p in parents:
+        if not isinstance(t, dict):
+            return
+        t = t.setdefault(p, {}) if op == "set" else t.get(p)
+    if isinstance(t, dict):
+        if op == "set":
+            t[last] = value
+        else:
+            t.pop(last, None)
+
+
+_KEY = r'(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*")'
+ONE_LINE = re.compile(rf"error: (?:inv\.toml: )?(--[a-z-]+|\$TCPSKIM_INVENTORY|{_KEY}(?:\.{_KEY})*)(?: \(.*?\))?: ")
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(muts=mutations, opts=option_sets, task=st.sampled_from(["stop", "run_experiment", "doctor"]))
+def test_property_any_inventory_and_options_give_a_run_or_one_line_naming_a_key(tmp_path, guard, monkeypatch,
+                                                                                 muts, opts, task):
+    def reached(*a, **k):
+        raise _Reached
+
+    monkeypatch.setattr(tasks, "Fleet", reached)
+    kh = tmp_path / "known_hosts"
+    kh.write_text("")
+    d = _set(good(guard.port), "ssh.known_hosts", str(kh))
+    for op, path, value in muts:
+        _apply(d, op, path, copy.deepcopy(value))
+    p = write(tmp_path, d)
+    fn = getattr(tasks, task)
+    allowed = {"stop": ("hosts", "timeout"), "doctor": ("hosts",),
+               "run_experiment": ("rate", "sensors", "wakeup", "deliver", "tag", "modes")}[task]
+    kw = {k: v for k, v in opts.items() if k in allowed}
+    try:
+        fn(Context(), inventory=str(p), **kw)
+    except _Reached:
+        inventory.load(p)  # it was valid
+        event("valid")
+        return
+    except Exit as exc:
+        msg = str(exc.message or "")
+        assert exc.code == 2 and "\n" not in msg, repr(msg)
+        assert ONE_LINE.match(msg) and "not valid TOML" not in msg, msg
+        event("refused: " + ONE_LINE.match(msg).group(1).split(".")[0])
+        return
+    raise AssertionError(f"{task} ran to its end without building a Fleet")
