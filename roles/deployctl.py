@@ -24,8 +24,8 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
+from roles import fsutil
 from roles.answer import add_check, answer, failure
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,14 +78,7 @@ def _cached(key: dict) -> bool:
 
 def _remember(key: dict) -> None:
     os.makedirs(os.path.dirname(CACHE), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(CACHE), prefix=".runtime-check.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(key, f)
-        os.replace(tmp, CACHE)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    fsutil.atomic_write(CACHE, json.dumps(key), fsync=False)  # a cache: lost, it is rebuilt
 
 
 def check_runtime(check: bool) -> str:

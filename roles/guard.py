@@ -50,7 +50,7 @@ import sys
 import time
 import traceback
 
-from roles import guardcfg
+from roles import fsutil, guardcfg
 from roles.guardcfg import GuardError
 
 log = logging.getLogger("tcpskim.guard")
@@ -323,7 +323,7 @@ def run(state_dir: str) -> int:
         guard.journal("refused", msg=str(exc))
         guard.close()
         return 2
-    guardcfg.write_text(p["pid"], f"{os.getpid()}\n")
+    fsutil.atomic_write(p["pid"], f"{os.getpid()}\n", fsync=False)
     try:
         guard.apply(cfg, want, "start")
         daemon.loop()

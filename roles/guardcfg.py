@@ -13,7 +13,7 @@ import json
 import os
 import time
 
-from roles import vocab
+from roles import fsutil, vocab
 
 KEYS = {"interface", "peers", "state_dir", "ip", "cpus", "learn", "announce", "rcvbuf", "since", "token"}
 DEFAULTS = {"ip": None, "cpus": [], "learn": "arp", "announce": True, "rcvbuf": None, "since": {}, "token": ""}
@@ -98,10 +98,7 @@ def read_json(path: str, default=None):
 
 def write_json(path: str, obj) -> None:
     """Atomic (readers see the old or the new file); no fsync: these files are advisory."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    fsutil.atomic_write(path, json.dumps(obj, indent=1, sort_keys=True), fsync=False)
 
 
 def stamp(new: dict, old: dict | None, now: float | None = None) -> dict:
@@ -128,13 +125,6 @@ def effective(cfg: dict, learned: dict) -> dict:
                 pass
         out[ip] = best
     return out
-
-
-def write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def read_pid(path: str):

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from roles import guardcfg, procs
+from roles import fsutil, guardcfg, procs
 from roles.guardcfg import GuardError
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +60,7 @@ def _spawn(state_dir: str) -> int:
         proc = subprocess.Popen([sys.executable, "-m", "roles.guard", "run", "--state-dir", state_dir],
                                 stdin=null, stdout=logf, stderr=subprocess.STDOUT, cwd=CHECKOUT,
                                 start_new_session=True, close_fds=True)
-    guardcfg.write_text(p["pid"], f"{proc.pid}\n")  # the daemon rewrites it; this closes the gap
+    fsutil.atomic_write(p["pid"], f"{proc.pid}\n", fsync=False)  # the daemon rewrites it; this closes the gap
     return proc.pid
 
 

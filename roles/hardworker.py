@@ -32,7 +32,7 @@ import sys
 import time
 import zlib
 
-from roles import delivery, runtime
+from roles import delivery, fsutil, runtime
 from roles.policy import Gate
 from roles.record import DeliveryCounter, Record
 from roles.transport import Stream, Ticker, consume_batch, transport_for  # noqa: F401 - re-exported
@@ -198,7 +198,7 @@ class Progress:
     def update(self, delivered: int) -> None:
         now = time.monotonic()
         if now >= self.next:
-            runtime.write_atomic(self.path, f"{delivered}\n")
+            fsutil.atomic_write(self.path, f"{delivered}\n")
             self.next = now + 1.0
 
 

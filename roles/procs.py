@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from roles import runtime
+from roles import fsutil, runtime
 from roles.answer import add_check, answer, shape
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,7 +114,7 @@ def start(args) -> dict:
                                 stdin=null, stdout=logf, stderr=subprocess.STDOUT, cwd=CHECKOUT,
                                 start_new_session=True, close_fds=True)
     # The role rewrites (and at exit removes) the same file; writing it now closes the gap.
-    runtime.write_atomic(p["pid"], f"{proc.pid}\n")
+    fsutil.atomic_write(p["pid"], f"{proc.pid}\n")
     return answer({"pid": proc.pid, "role": name, "log": p["log"]}, changed=True,
                   msg=f"started {name} (pid {proc.pid})")
 

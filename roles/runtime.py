@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 
-from roles import vocab
+from roles import fsutil, vocab
 
 log = logging.getLogger("tcpskim")
 
@@ -180,18 +180,9 @@ def load_config(path: str) -> dict:
     return validate(cfg)
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Readers see the old file or the whole new one, never a partial write."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_json_atomic(path: str, obj) -> None:
-    write_atomic(path, json.dumps(obj, indent=1, sort_keys=True, default=str))
+    """Readers see the old file or the whole new one (roles.fsutil)."""
+    fsutil.atomic_write(path, json.dumps(obj, indent=1, sort_keys=True, default=str))
 
 
 def role_name(cfg) -> str:
@@ -293,7 +284,7 @@ def run_role(role_kind: str, body, argv=None) -> int:
     os.makedirs(cfg["out_dir"], exist_ok=True)
     status = 1
     try:
-        write_atomic(role.paths["pid"], f"{os.getpid()}\n")  # `procs wait-ready` polls it
+        fsutil.atomic_write(role.paths["pid"], f"{os.getpid()}\n")  # `procs wait-ready` polls it
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda s, f: _on_signal(role, s, f))
         if cfg["cpus"]:

@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 
-from roles import runtime
+from roles import fsutil, runtime
 from roles.record import HEADER_SIZE, encode
 
 log = logging.getLogger("tcpskim.sensor")
@@ -132,7 +132,7 @@ def pace_and_send(role, socks, start_at) -> dict:
     every = max(1, int(rate))
     for i in range(n):
         if i % every == 0:
-            runtime.write_atomic(progress, f"{sent}\n")
+            fsutil.atomic_write(progress, f"{sent}\n")
         deadline = base + i / rate
         while True:
             left = deadline - mono()
@@ -158,7 +158,7 @@ def pace_and_send(role, socks, start_at) -> dict:
         max_late = max(max_late, lateness)
         late_100us += lateness > 1e-4
         late_1ms += lateness > 1e-3
-    runtime.write_atomic(progress, f"{sent}\n")
+    fsutil.atomic_write(progress, f"{sent}\n")
     p50, p99 = late.percentiles(50, 99)
     dur = (last_ns - first_ns) / 1e9 if sent > 1 else 0.0
     return {"planned": n, "sent": sent, "sensor_id": sid, "bytes_per_record": len(encode(sid, 0, 0, size)),

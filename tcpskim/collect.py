@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from roles import vocab
+from roles import fsutil, vocab
 
 from .fleet import Fleet, HostResult
 from .results import RunFileError, read_meta
@@ -60,9 +60,8 @@ def collect(fleet: Fleet, run_dir: Path) -> list[HostResult]:
                 skipped += 1
                 continue
             local.parent.mkdir(parents=True, exist_ok=True)
-            part = local.with_name(local.name + ".part")
-            fleet.get(h, f"{base}/{rel}", str(part))
-            part.replace(local)
+            with fsutil.replacing(local, fsync=False) as part:  # the remote copy is still there
+                fleet.get(h, f"{base}/{rel}", part)
             fetched += 1
         return HostResult(h.name, "changed" if fetched else "ok", f"{fetched} fetched, {skipped} already here",
                           {"files": fetched + skipped})

@@ -17,11 +17,11 @@ from __future__ import annotations
 import hmac
 import os
 import socket
-import stat
-import tempfile
 
 import paramiko
 from paramiko.hostkeys import HostKeyEntry
+
+from roles import fsutil
 
 from .inventory import Host, Inventory
 from .outcome import HostResult
@@ -93,47 +93,11 @@ def load_known_hosts(path: str, into: paramiko.HostKeys | None = None) -> parami
 
 
 def _write_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` via a temp file in the same directory and os.replace.
-
-    Keeps the old file's mode (and owner, where allowed); a new file gets 0600 and, if
-    missing, a 0700 parent directory. A symlinked file is written through to its target.
-    """
-    target = os.path.realpath(path)
-    parent = os.path.dirname(target)
-    os.makedirs(parent, mode=0o700, exist_ok=True)
-    try:
-        st = os.stat(target)
-    except FileNotFoundError:
-        st = None
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, stat.S_IMODE(st.st_mode) if st else 0o600)
-        if st and (st.st_uid != os.geteuid() or st.st_gid != os.getegid()):
-            try:
-                os.chown(tmp, st.st_uid, st.st_gid)
-            except OSError:
-                pass
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    """Replace ``path`` with ``data`` (roles.fsutil), keeping the old file's mode and owner;
+    a new file gets 0600 and, if missing, a 0700 parent directory. A symlinked file is
+    written through to its target."""
+    os.makedirs(os.path.dirname(os.path.realpath(path)), mode=0o700, exist_ok=True)
+    fsutil.atomic_write(path, data, mode=0o600, keep_mode=True)
 
 
 def remember(path: str, name: str, key: paramiko.PKey, replace: bool = False) -> bool:

@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
-from roles import vocab  # noqa: E402
+from roles import fsutil, vocab  # noqa: E402
 
 from . import components, resolve, results, stats  # noqa: E402
 
@@ -640,9 +640,8 @@ def _hosts_table(run, tablefmt) -> str:
 def _save(fig, path) -> None:
     """savefig through a temporary file: an interrupted render never leaves half a PNG."""
     path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)  # matplotlib picks the format by suffix
-    fig.savefig(tmp, dpi=100)
-    tmp.replace(path)
+    with fsutil.replacing(path, suffix=path.suffix, fsync=False) as tmp:  # matplotlib picks the format by suffix
+        fig.savefig(tmp, dpi=100)
 
 
 def write_report(run_dir) -> tuple[str, list[Path]]:
@@ -662,7 +661,5 @@ def write_report(run_dir) -> tuple[str, list[Path]]:
                                                    sort_keys=True), "```", "",
            _hosts_table(run, "github"), ""]
     report = run_dir / "report.md"
-    tmp = report.with_name(report.name + ".tmp")
-    tmp.write_text("\n".join(md))
-    tmp.replace(report)
+    fsutil.atomic_write(report, "\n".join(md), fsync=False)
     return console, [report] + images

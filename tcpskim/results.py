@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from roles import delivery
+from roles import delivery, fsutil
 
 from . import components
 
@@ -31,9 +31,7 @@ COLUMNS = ["run_id", "trial", "mode", "rate_hz", "size_bytes", "duration_s", "re
 
 
 def _json(path: Path, obj):
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    tmp.replace(path)
+    fsutil.atomic_write(path, json.dumps(obj, indent=1, default=str))
 
 
 class RunFolder:
@@ -94,13 +92,11 @@ class RunFolder:
     def write_summary(self, rows: list[dict]):
         clean = [{k: r.get(k) for k in COLUMNS} for r in rows]
         _json(self.path / "summary.json", {"run_id": self.run_id, "columns": COLUMNS, "rows": clean})
-        tmp = self.path / "summary.csv.tmp"
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS)
+        with fsutil.replacing(self.path / "summary.csv") as tmp, open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS)  # a reader never sees half a table
             w.writeheader()
             w.writerows({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()}
                         for r in clean)
-        tmp.replace(self.path / "summary.csv")  # a reader never sees half a table
 
 
 def _one(summaries: dict, role: str) -> dict:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import paramiko
 
+from roles import fsutil
+
 from .. import CHECKOUT, hostkeys
 from ..inventory import Host, Inventory
 from . import sshd
@@ -49,10 +51,7 @@ def write_if_changed(path: Path, text: str, mode: int = 0o600) -> bool:
             return False
     except OSError:
         pass
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    fsutil.atomic_write(path, text, mode=mode)
     return True
 
 
