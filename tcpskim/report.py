@@ -257,10 +257,15 @@ def _wakeup_str(w) -> str:
 # ----------------------------------------------------------------------------- tables
 
 def table_data(run, rows) -> dict:
-    """The three tables as {name: (headers, rows)} — shared by console and markdown output."""
-    out = {}
+    """The tables as {name: (headers, rows)} — shared by console and markdown output."""
+    out = {"per_mode": _per_mode_table(rows), "ratio": _ratio_table(rows), "idle": _idle_table(rows)}
+    if any(r.get("deliver") not in (None, "all") for r in rows):
+        out["deliver"] = _deliver_table(rows)
+    return out
 
-    # (1) per mode x rate x size
+
+def _per_mode_table(rows):
+    """(1) per mode x rate x size: cost per record, delivery, latency, problems."""
     h1 = ["mode", "rate Hz", "size B", "n", "CPU µs/rec", "95% CI", "proc µs/rec",
           "kernel µs/rec", "BPF ns/pkt", "sent", "delivered", "logged", "lost", "dup", "corrupt",
           "p50 µs", "p99 µs", "achieved Hz", "flags"]
@@ -288,9 +293,11 @@ def table_data(run, rows) -> dict:
             _fmt(stats.mean_ci(r.get("achieved_rate_hz") for r in ok)[0], 1),
             "!! " + ", ".join(probs) if probs else "",
         ])
-    out["per_mode"] = (h1, t1)
+    return h1, t1
 
-    # (2) xdp / tcp per rate x size
+
+def _ratio_table(rows):
+    """(2) xdp / tcp per rate x size: the ratio, its CI and the saving, when allowed."""
     h2 = ["rate Hz", "size B", "n xdp", "n tcp", "xdp µs/rec", "tcp µs/rec", "xdp/tcp",
           "95% CI", "saves", "CI method", "flags"]
     t2 = []
@@ -321,9 +328,11 @@ def table_data(run, rows) -> dict:
         t2.append([rate, size, len(x), len(t), _fmt(stats.mean_ci(x)[0]),
                    _fmt(stats.mean_ci(t)[0]), _fmt(ratio, 3), _ci(lo, hi, 3), saves, method,
                    f"!! {nflag} trial(s) flagged" if nflag else ""])
-    out["ratio"] = (h2, t2)
+    return h2, t2
 
-    # (3) idle baseline: busy CPU seconds per second of the hardworker's CPU set, no traffic
+
+def _idle_table(rows):
+    """(3) idle baseline: busy CPU seconds per second of the hardworker's CPU set, no traffic."""
     h3 = ["source", "n", "CPU s/s", "95% CI"]
     idle = [r for r in rows if r.get("mode") == "idle" and _ok(r)
             and r.get("hw_busy_cpu_s") is not None and r.get("duration_s")]
@@ -334,10 +343,7 @@ def table_data(run, rows) -> dict:
     if used:
         m, lo, hi, n = stats.mean_ci(r["hw_idle_baseline_cpu_s"] / r["duration_s"] for r in used)
         t3.append(["baseline subtracted in traffic trials", n, _fmt(m, 4), _ci(lo, hi, 4)])
-    out["idle"] = (h3, t3)
-    if any(r.get("deliver") not in (None, "all") for r in rows):
-        out["deliver"] = _deliver_table(rows)
-    return out
+    return h3, t3
 
 
 def _deliver_table(rows):
