@@ -5,6 +5,7 @@ lab leaves behind, and the real `invoke` command line. Imported as ``from helper
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -143,3 +144,31 @@ def run_invoke(inv_path, *args, timeout=600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TCPSKIM_INVENTORY": str(inv_path)}
     return subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), *args], capture_output=True,
                           text=True, env=env, timeout=timeout)
+
+
+def toml_dump(d, prefix=""):
+    """A TOML writer for tables, scalars and lists; strings escaped as JSON (valid TOML basic
+    strings), so any text, newlines included, reaches the inventory parser as written."""
+    def q(text):  # JSON escapes control characters; TOML also wants DEL escaped
+        return json.dumps(str(text), ensure_ascii=False).replace("\x7f", "\\u007f")
+
+    def val(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return q(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{q(k)} = {val(x)}" for k, x in v.items()) + "}"
+        return repr(v)
+
+    lines, tables = [], []
+    for k, v in d.items():
+        (tables if isinstance(v, dict) else lines).append((k, v))
+    out = [f"{q(k)} = {val(v)}" for k, v in lines]
+    for k, v in tables:
+        name = f"{prefix}{q(k)}"
+        out.append(f"\n[{name}]")
+        out.append(toml_dump(v, name + "."))
+    return "\n".join(out)

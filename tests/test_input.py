@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import re
-import json
 import math
 
 import pytest
@@ -20,35 +19,8 @@ from invoke import Context, Exit
 
 import tasks
 from tcpskim import inventory
+from helpers import toml_dump
 from test_inventory import _Listener, base
-
-
-def toml_dump(d, prefix=""):
-    """A TOML writer for tables, scalars and lists; strings escaped as JSON (valid TOML basic
-    strings), so any text, newlines included, reaches the inventory parser as written."""
-    def q(text):  # JSON escapes control characters; TOML also wants DEL escaped
-        return json.dumps(str(text), ensure_ascii=False).replace("\x7f", "\\u007f")
-
-    def val(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return q(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(val(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{q(k)} = {val(x)}" for k, x in v.items()) + "}"
-        return repr(v)
-
-    lines, tables = [], []
-    for k, v in d.items():
-        (tables if isinstance(v, dict) else lines).append((k, v))
-    out = [f"{q(k)} = {val(v)}" for k, v in lines]
-    for k, v in tables:
-        name = f"{prefix}{q(k)}"
-        out.append(f"\n[{name}]")
-        out.append(toml_dump(v, name + "."))
-    return "\n".join(out)
 
 
 class _NoFleet:

@@ -11,31 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import toml_dump
 from tcpskim import inventory
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def toml_dump(d, prefix=""):
-    """Tiny TOML writer for the shapes used here (tables, scalars, lists)."""
-    def val(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, list):
-            return "[" + ", ".join(val(x) for x in v) + "]"
-        return repr(v)
-
-    lines, tables = [], []
-    for k, v in d.items():
-        (tables if isinstance(v, dict) else lines).append((k, v))
-    out = [f"{k} = {val(v)}" for k, v in lines]
-    for k, v in tables:
-        name = f"{prefix}{k}"
-        out.append(f"\n[{name}]")
-        out.append(toml_dump(v, name + "."))
-    return "\n".join(out)
 
 
 def base(port=22):
