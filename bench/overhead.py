@@ -27,7 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from tabulate import tabulate  # noqa: E402
 
-from tcpskim import inventory  # noqa: E402
+from bench.external_idle import ExternalIdle  # noqa: E402
+from tcpskim import components, inventory  # noqa: E402
+from tcpskim.lab import names  # noqa: E402
 from tcpskim.experiment import Runner  # noqa: E402
 from tcpskim.fleet import Fleet  # noqa: E402
 from tcpskim.plan import params  # noqa: E402
@@ -62,18 +64,24 @@ def main(argv=None):
         for t in tasks:
             subprocess.run([sys.executable, "-m", "invoke", "-r", str(ROOT), t, *env_inv], check=True,
                            stdout=subprocess.DEVNULL)
-    results = []
+    results, checks = [], []
     runs = []
     all_rows = []
-    for wakeup in a.wakeup.split(","):
-        p = params(inv.experiment, rate=a.rate, size=a.size, duration=a.duration, warmup=a.warmup,
-                   repeat=a.repeat, wakeup=wakeup, modes="xdp,tcp", idle=True, tag="bench")
-        with Fleet(inv) as fleet:
-            folder = Runner(fleet, p, progress=False, out=lambda s: print(s, file=sys.stderr)).run()
-        runs.append(folder.run_id)
+    plan = names.cpu_plan(inv)
+    ext = ExternalIdle(names.other_cpus(plan, inv.hosts))
+    with ext:
+        for wakeup in a.wakeup.split(","):
+            p = params(inv.experiment, rate=a.rate, size=a.size, duration=a.duration, warmup=a.warmup,
+                       repeat=a.repeat, wakeup=wakeup, modes="xdp,tcp", idle=True, tag="bench")
+            with Fleet(inv) as fleet:
+                folder = Runner(fleet, p, progress=False, out=lambda s: print(s, file=sys.stderr)).run()
+            runs.append((wakeup, folder))
+    for wakeup, folder in runs:
         rows = json.loads((folder.path / "summary.json").read_text())["rows"]
         all_rows += rows
         by = {m: [r for r in rows if r["mode"] == m] for m in ("xdp", "tcp")}
+        for m in ("xdp", "tcp"):
+            checks.append([wakeup, m, *check_figures(folder.path, by[m], ext)])
         cpu = {m: [r["hw_cpu_us_per_record"] for r in by[m]] for m in by}
         ratio = xdp_tcp_ratio(rows)  # (ratio, lo, hi, method), paired by repeat when possible
         target = TARGETS["batch" if wakeup.startswith("batch") else "per-record"]
@@ -86,11 +94,46 @@ def main(argv=None):
                             (f"{ratio[0]:.3f}" + (f" [{ratio[1]:.3f}, {ratio[2]:.3f}]" if ratio[1] is not None else "")
                              + f" {ratio[3]} (target <= {target})") if m == "xdp" and ratio[0] is not None else ""])
     print(f"\nhardworker overhead at {a.rate} Hz x {a.size} B, {a.duration:g} s windows, {a.repeat} repeats "
-          f"(runs: {', '.join(runs)})")
+          f"(runs: {', '.join(f.run_id for _, f in runs)})")
     print(tabulate(results, headers=["wake-up", "mode", "hw CPU µs/rec [95% CI]", "process µs/rec",
                                      "BPF ns/pkt", "delivered", "lost+dup+corrupt", "xdp/tcp"]))
     print(wake_cost_line(all_rows) or "")
+    print("\nthe attribution checked (max over trials; targets: unattributed <= 5 % of busy, "
+          "busy within 10 % of an idle reading outside the tool, tracer cost <= 2 % of busy)")
+    print(tabulate(checks, headers=["wake-up", "mode", "trials", "unattributed % of busy",
+                                    "busy vs cpuidle (outside) %", "busy vs /proc/stat (outside) %",
+                                    "tracer cost % of busy"]))
+    for title, headers, body, notes in components.component_tables(all_rows, lab=inv.lab is not None):
+        print(f"\n{title}")
+        print(tabulate(body, headers=headers))
+        for n in notes:
+            print(f"  note: {n}")
     return 0
+
+
+def _worst(vals, fmt="{:+.1f}"):
+    vals = [v for v in vals if v is not None]
+    return "-" if not vals else fmt.format(max(vals, key=abs)) + f" (median {fmt.format(sorted(vals)[len(vals) // 2])})"
+
+
+def check_figures(run_path: Path, rows, ext: ExternalIdle) -> list:
+    """[trials, unattributed %, vs cpuidle %, vs /proc/stat %, tracer %] for one mode's rows."""
+    unatt, vs_idle, vs_stat, cost = [], [], [], []
+    for r in rows:
+        for f in sorted((run_path / r["trial"]).glob("*/hardworker-*.summary.json")):
+            win = json.loads(f.read_text()).get("window") or {}
+            at = win.get("attribution") or {}
+            busy = at.get("proc_busy_s")
+            if not busy or not win.get("mono_s"):
+                continue
+            unatt.append(100 * (at.get("unattributed_s") or 0) / busy)
+            outside = ext.busy(win["cpus"], *win["mono_s"])
+            for key, out in (("cpuidle_s", vs_idle), ("stat_s", vs_stat)):
+                if outside.get(key):
+                    out.append(100 * (busy - outside[key]) / outside[key])
+            share = (at.get("cost") or {}).get("share_of_busy")
+            cost.append(None if share is None else 100 * share)
+    return [len(unatt), _worst(unatt), _worst(vs_idle), _worst(vs_stat), _worst(cost, "{:.2f}")]
 
 
 if __name__ == "__main__":

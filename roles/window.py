@@ -98,7 +98,7 @@ class WindowMeter:
             return out
         a, b = self.edges
         elapsed = b["mono"] - a["mono"]
-        out.update(elapsed_s=elapsed, cpus=self.cpus,
+        out.update(elapsed_s=elapsed, cpus=self.cpus, mono_s=[a["mono"], b["mono"]],
                    cpu_busy_s=len(self.cpus) * elapsed - (self._idle_s(1) - self._idle_s(0)),
                    process_cpu_s=b["process_cpu_s"] - a["process_cpu_s"],
                    ctx_voluntary=b["nvcsw"] - a["nvcsw"], ctx_involuntary=b["nivcsw"] - a["nivcsw"],
