@@ -25,6 +25,16 @@ def _mean(rows, key, name):
     return mean_ci((r.get(key) or {}).get(name) for r in rows)[0]
 
 
+def _part_mean(rows, name):
+    """Mean µs per record of one component over the trials: 0 in a trial that did not see it
+    (so the parts sum to the trials' mean total, as components.png draws them); None when no
+    trial of the mode saw it."""
+    vals = [(r.get("hw_components_us") or {}).get(name) for r in rows]
+    if all(v is None for v in vals):
+        return None
+    return mean_ci(v or 0.0 for v in vals)[0]
+
+
 def _wakeup(w) -> str:
     return vocab.wakeup_text(w)
 
@@ -50,7 +60,7 @@ def _component_rows(by_mode):
     for rs in by_mode.values():
         for r in rs:
             names.update(k for k in r["hw_components_us"] if k not in NOT_RECORD_COST)
-    vals = {n: {m: _mean(rs, "hw_components_us", n) for m, rs in by_mode.items()} for n in names}
+    vals = {n: {m: _part_mean(rs, n) for m, rs in by_mode.items()} for n in names}
     big = sorted((n for n in names if max(abs(v or 0) for v in vals[n].values()) >= SMALL_US),
                  key=lambda n: -max(abs(v or 0) for v in vals[n].values()))
     small = [n for n in names if n not in big]

@@ -1,4 +1,4 @@
-"""Report of one experiment run: tables, plots and report.md from ``results/<run_id>/``.
+"""Report of one experiment run: tables and report.md from ``results/<run_id>/``.
 
 Input (written by the experiment runner): ``run.json`` (params, hosts, status), ``summary.json``
 (or ``summary.csv``) with one row per trial, and per-trial folders
@@ -12,8 +12,8 @@ drift), else for independent samples; the table names the method. Failed trials 
 out of the statistics but counted and flagged; trials that lost, duplicated or corrupted
 records stay in (their CPU figures are real) but are flagged.
 
-API: ``load_run``, ``tables``, ``plots``, ``write_report`` (used by ``invoke report`` and
-``invoke collect``); ``xdp_tcp_ratio`` (also used by ``bench/overhead.py``).
+API: ``load_run``, ``tables``, ``write_report`` (used by ``invoke report`` and ``invoke
+collect``; the PNGs are ``tcpskim.plots``); ``xdp_tcp_ratio`` (also used by ``bench/overhead.py``).
 """
 
 from __future__ import annotations
@@ -24,21 +24,15 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+from tabulate import tabulate
 
-matplotlib.use("Agg")  # never a display: reports are made over SSH and in CI
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
-from tabulate import tabulate  # noqa: E402
+from roles import fsutil, vocab
 
-from roles import fsutil, vocab  # noqa: E402
-
-from . import components, resolve, results, stats  # noqa: E402
+from . import components, plots, resolve, results, stats
+from .trialrows import groups as _groups, mode_key as _mode_key, ok as _ok
 
 LAB_NOTE = ("lab: all hosts share one kernel; only the hardworker's dedicated CPU and "
             "per-process counters are per-host figures")
-MODE_ORDER = ("xdp", "tcp", "idle")
-MODE_COLORS = {"xdp": "tab:blue", "tcp": "tab:orange", "idle": "tab:gray"}
 _INT_COLS = {"rate_hz", "size_bytes", "repeat", "sent", "delivered", "logged", "lost", "expected", "skipped",
              "duplicates", "corrupt", "ctx_switches", "peak_rss_bytes"}
 _FLOAT_COLS = {"duration_s", "hw_busy_cpu_s", "hw_idle_baseline_cpu_s", "hw_cpu_us_per_record",
@@ -123,14 +117,6 @@ def _summary_rows(path: Path) -> list[dict]:
 
 # ----------------------------------------------------------------------------- helpers
 
-def _ok(row) -> bool:
-    """In the statistics: ok trials, and incomplete ones (their CPU figures are real; flagged)."""
-    return row.get("status", "ok") in ("ok", "incomplete")
-
-
-def _mode_key(mode):
-    return (MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER), str(mode))
-
 
 def _fmt(v, digits=2):
     if v is None:
@@ -165,15 +151,6 @@ def _sum(rows, col):
     vals = [r.get(col) for r in rows if r.get(col) is not None]
     return sum(vals) if vals else None
 
-
-def _groups(rows, modes=None):
-    """{(mode, rate, size): [rows]} in report order (mode, rate, size)."""
-    g = defaultdict(list)
-    for r in rows:
-        if modes is None or r.get("mode") in modes:
-            g[(r.get("mode"), r.get("rate_hz"), r.get("size_bytes"))].append(r)
-    return dict(sorted(g.items(), key=lambda kv: (_mode_key(kv[0][0]), kv[0][1] or 0,
-                                                   kv[0][2] or 0)))
 
 
 def _per_record_col(cell) -> str:
@@ -419,213 +396,6 @@ def wake_cost_line(rows) -> str | None:
             "wake-up costs at least this per record in either mode")
 
 
-# ----------------------------------------------------------------------------- plots
-
-def cpu_per_record_points(rows) -> dict:
-    """{size: {mode: [(rate, mean, lo, hi, n), ...]}} — one point per (rate, mode)."""
-    out: dict = {}
-    for (mode, rate, size), grp in _groups(rows, modes=("xdp", "tcp")).items():
-        mean, lo, hi, n = stats.mean_ci(r.get("hw_cpu_us_per_record") for r in grp if _ok(r))
-        if mean is not None:
-            out.setdefault(size, {}).setdefault(mode, []).append((rate, mean, lo, hi, n))
-    return out
-
-
-def plot_cpu_per_record(rows, path) -> dict:
-    """Write cpu_per_record.png; return {size: {mode: (xs, ys)}} read back from the axes."""
-    points = cpu_per_record_points(rows)
-    sizes = sorted(points) or [None]
-    rates = {p[0] for s in points.values() for pts in s.values() for p in pts}
-    fig, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 4.2), squeeze=False)
-    plotted: dict = {}
-    for ax, size in zip(axes[0], sizes):
-        for mode, pts in sorted(points.get(size, {}).items(), key=lambda kv: _mode_key(kv[0])):
-            pts = sorted(pts)
-            xs = [p[0] for p in pts]
-            ys = [p[1] for p in pts]
-            err = [[0 if p[2] is None else p[1] - p[2] for p in pts],
-                   [0 if p[3] is None else p[3] - p[1] for p in pts]]
-            cont = ax.errorbar(xs, ys, yerr=err, marker="o", capsize=4, label=mode,
-                               color=MODE_COLORS.get(mode))
-            line = cont.lines[0]
-            plotted.setdefault(size, {})[mode] = (list(line.get_xdata()),
-                                                  list(line.get_ydata()))
-        if len(rates) > 1:
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.xaxis.set_major_formatter(ScalarFormatter())
-            ax.set_xticks(sorted(rates))
-        ax.set_xlabel("rate (records/s)")
-        ax.set_ylabel("hardworker CPU µs per record (idle subtracted)")
-        ax.set_title(f"{size} B records" if size is not None else "no data")
-        ax.set_ylim(bottom=0)
-        ax.grid(True, which="both", alpha=0.3)
-        if points.get(size):
-            ax.legend(title="mode (95 % CI)")
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return plotted
-
-
-def _trial_files(run_dir: Path, trial: str, pattern: str) -> list[Path]:
-    return sorted((run_dir / trial).glob(f"*/{pattern}"))
-
-
-def read_samples(path) -> list[tuple[float, float]]:
-    """[(t, cpu_busy_s)] from a samples.csv, skipping malformed lines."""
-    out = []
-    with open(path, newline="") as fh:
-        for rec in csv.DictReader(fh):
-            try:
-                out.append((float(rec["t"]), float(rec["cpu_busy_s"])))
-            except (KeyError, TypeError, ValueError):
-                continue
-    return sorted(out)
-
-
-def plot_cpu_over_time(run_dir: Path, rows, path) -> int:
-    """Write cpu_over_time.png (busy CPU s/s per trial); return the number of lines drawn."""
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    drawn = 0
-    seen_modes = set()
-    for r in sorted(rows, key=lambda r: r["trial"]):
-        for f in _trial_files(run_dir, r["trial"], "hardworker-*.samples.csv"):
-            s = read_samples(f)
-            if len(s) < 2:
-                continue
-            t0 = s[0][0]
-            xs, ys = [], []
-            for (ta, ca), (tb, cb) in zip(s, s[1:]):
-                if tb > ta:
-                    xs.append((ta + tb) / 2 - t0)
-                    ys.append((cb - ca) / (tb - ta))
-            mode = r.get("mode")
-            ax.plot(xs, ys, color=MODE_COLORS.get(mode, "black"), alpha=0.6, lw=1,
-                    linestyle="-" if _ok(r) else ":",
-                    label=None if mode in seen_modes else mode)
-            seen_modes.add(mode)
-            drawn += 1
-    ax.set_xlabel("time since first sample (s)")
-    ax.set_ylabel("hardworker busy CPU (CPU s / s)")
-    ax.set_title("hardworker busy CPU over time, one line per trial (dotted: failed)")
-    ax.set_ylim(bottom=0)
-    ax.grid(True, alpha=0.3)
-    if drawn:
-        ax.legend(title="mode")
-    else:
-        ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return drawn
-
-
-def read_latencies(path) -> list[float]:
-    out = []
-    for line in Path(path).read_text().split():
-        try:
-            out.append(float(line))
-        except ValueError:
-            continue
-    return out
-
-
-def plot_latency_cdf(run_dir: Path, rows, path) -> bool:
-    """Write latency_cdf.png (CDF per mode, per rate x size when several); False if no data."""
-    pooled = defaultdict(list)
-    for r in rows:
-        if not _ok(r) or r.get("mode") not in ("xdp", "tcp"):
-            continue
-        for f in _trial_files(run_dir, r["trial"], "hardworker-*.latency_us.txt"):
-            pooled[(r["mode"], r.get("rate_hz"), r.get("size_bytes"))].extend(read_latencies(f))
-    pooled = {k: sorted(v) for k, v in pooled.items() if v}
-    if not pooled:
-        return False
-    cells = sorted({(k[1], k[2]) for k in pooled}, key=lambda c: (c[0] or 0, c[1] or 0))
-    styles = ["-", "--", ":", "-."]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for (mode, rate, size), vals in sorted(pooled.items(),
-                                           key=lambda kv: (_mode_key(kv[0][0]), kv[0][1] or 0)):
-        n = len(vals)
-        # at most ~2000 points per line: quantiles, not raw values
-        qs = [i / 2000 * 100 for i in range(2001)] if n > 2001 else None
-        xs = [stats.percentile(vals, q) for q in qs] if qs else vals
-        ys = [q / 100 for q in qs] if qs else [(i + 1) / n for i in range(n)]
-        label = mode if len(cells) == 1 else f"{mode} {rate} Hz {size} B"
-        ax.plot(xs, ys, color=MODE_COLORS.get(mode), drawstyle="steps-post",
-                linestyle=styles[cells.index((rate, size)) % len(styles)], label=label)
-    if min(v[0] for v in pooled.values()) > 0:
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("latency (µs, hardworker-0.latency_us.txt)")
-    ax.set_ylabel("fraction of records")
-    ax.set_title("latency CDF (all ok trials pooled)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return True
-
-
-def cpu_vs_latency_points(rows) -> dict:
-    """{label: [(p99 latency µs, CPU µs per sent record)]} per mode x policy x wake-up x rate."""
-    pts = defaultdict(list)
-    for r in rows:
-        if r.get("mode") in ("xdp", "tcp") and _ok(r) and r.get("latency_p99_us") is not None \
-                and r.get("hw_cpu_us_per_sent_record") is not None:
-            label = f"{r['mode']} {r.get('deliver') or 'all'} {r.get('wakeup') or ''} {r.get('rate_hz'):g} Hz"
-            pts[label].append((r["latency_p99_us"], r["hw_cpu_us_per_sent_record"]))
-    return dict(pts)
-
-
-def plot_cpu_vs_latency(rows, path) -> bool:
-    """Hardworker CPU per sent record against p99 latency of delivered records, one marker per
-    trial and mode x policy x wake-up x rate: the trade-off each choice makes. False: no data."""
-    pts = cpu_vs_latency_points(rows)
-    if not pts:
-        return False
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, xy in sorted(pts.items()):
-        ax.scatter([x for x, _ in xy], [y for _, y in xy], label=label,
-                   marker="o" if label.startswith("xdp") else "s")
-    ax.set_xscale("log")
-    ax.set_xlabel("p99 latency of delivered records (µs, log)")
-    ax.set_ylabel("hardworker CPU µs per sent record")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    _save(fig, path)
-    plt.close(fig)
-    return True
-
-
-def plots(run_dir, run, rows) -> list[Path]:
-    """Write the PNGs into run_dir; returns their paths (latency_cdf.png only with data)."""
-    run_dir = Path(run_dir)
-    files = []
-    p = run_dir / "cpu_per_record.png"
-    plot_cpu_per_record(rows, p)
-    files.append(p)
-    p = run_dir / "cpu_over_time.png"
-    plot_cpu_over_time(run_dir, rows, p)
-    files.append(p)
-    p = run_dir / "cpu_vs_latency.png"
-    if plot_cpu_vs_latency(rows, p):
-        files.append(p)
-    p = run_dir / "latency_cdf.png"
-    if plot_latency_cdf(run_dir, rows, p):
-        files.append(p)
-    elif p.exists():
-        p.unlink()  # stale from an earlier report of this folder
-    return files
-
-
 # ----------------------------------------------------------------------------- report.md
 
 def _hosts_table(run, tablefmt) -> str:
@@ -643,18 +413,12 @@ def _hosts_table(run, tablefmt) -> str:
                     tablefmt=tablefmt, disable_numparse=True)
 
 
-def _save(fig, path) -> None:
-    """savefig through a temporary file: an interrupted render never leaves half a PNG."""
-    path = Path(path)
-    with fsutil.replacing(path, suffix=path.suffix, fsync=False) as tmp:  # matplotlib picks the format by suffix
-        fig.savefig(tmp, dpi=100)
-
 
 def write_report(run_dir) -> tuple[str, list[Path]]:
     """Write report.md and the plots into run_dir; return (console text, written paths)."""
     run_dir = Path(run_dir)
     run, rows = load_run(run_dir)
-    images = plots(run_dir, run, rows)
+    images = plots.write_all(run_dir, rows)
     console = tables(run, rows, "simple")
     md = [f"# tcpskim run {run.get('run_id')}", "",
           f"status **{run.get('status')}**, started {run.get('started', '-')}, "

@@ -140,3 +140,32 @@ def make_run(root, *, run_id="20240101T000000-test", rates=(1000, 2000), sizes=(
                             json.dumps(r[c]) if isinstance(r[c], dict) else r[c])
                         for c in COLUMNS})
     return run_dir
+
+
+COMPONENTS_US = {  # µs per record by mode, as the hardworker's attribution names them
+    "xdp": {"role": 8.0, "softirq NET_RX": 11.0, "xdp program": 0.5, "ipi/vector call_function": 2.0,
+            "irq virtio0-input": 1.5, "softirq RCU": 0.01, "unattributed": 0.7, "task kdamond": 3.0,
+            "task kworker": 1.0, "idle": 400.0},
+    "tcp": {"role": 6.0, "softirq NET_RX": 3.0, "irq virtio0-input": 1.4, "softirq RCU": 0.02,
+            "unattributed": -0.3, "task kdamond": 2.5, "idle": 420.0},
+}
+
+
+def add_components(run_dir, components=None, scale=(0.9, 1.0, 1.1)) -> list[dict]:
+    """Give every traffic row of a make_run folder attribution columns: the mode's components
+    times scale[repeat]; repeat 1 also saw a TIMER softirq (absent from the other trials).
+    Returns the rows as written to summary.json."""
+    components = components or COMPONENTS_US
+    path = Path(run_dir) / "summary.json"
+    doc = json.loads(path.read_text())
+    for r in doc["rows"]:
+        if r["mode"] in components:
+            f = scale[r["repeat"] % len(scale)]
+            comps = {k: v * f for k, v in components[r["mode"]].items()}
+            if r["repeat"] == 1:
+                comps["softirq TIMER"] = 0.6
+            r["hw_components_us"] = comps
+            r["hw_attr_us_per_record"] = sum(v for k, v in comps.items()
+                                             if k != "idle" and not k.startswith("task "))
+    path.write_text(json.dumps(doc))
+    return doc["rows"]

@@ -142,7 +142,8 @@ def test_collect_reports_a_gone_host_and_collects_the_rest(deployed):
 
 
 def test_rate_sweep_has_one_point_per_rate_and_mode(deployed):
-    from tcpskim.report import cpu_per_record_points, load_run
+    from tcpskim.plots import cpu_per_record_points
+    from tcpskim.report import load_run
 
     inv, path = deployed
     r = run_invoke(path, "run-experiment", "--rate", "50,500,5000", "--duration", "3", "--repeat", "1",

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from reportdata import make_run
-from tcpskim import report, stats
+from reportdata import add_components, make_run
+from tcpskim import plots, report, stats
 
 PNG_SIG = b"\x89PNG\r\n\x1a\n"
 
@@ -122,21 +122,21 @@ def test_report_md_and_pngs(clean_run):
 
 def test_cpu_per_record_one_point_per_rate_and_mode(clean_run, tmp_path):
     _run, rows = report.load_run(clean_run)
-    plotted = report.plot_cpu_per_record(rows, tmp_path / "c.png")
+    plotted = plots.plot_cpu_per_record(rows, tmp_path / "c.png")
     assert list(plotted) == [1024]
     assert set(plotted[1024]) == {"xdp", "tcp"}
     xs, ys = plotted[1024]["xdp"]
     assert xs == [1000, 2000] and ys == pytest.approx([10, 10])
     xs, ys = plotted[1024]["tcp"]
     assert xs == [1000, 2000] and ys == pytest.approx([20, 20])
-    pts = report.cpu_per_record_points(rows)
+    pts = plots.cpu_per_record_points(rows)
     assert pts[1024]["xdp"][0][2] == pytest.approx(7.515862, abs=1e-6)  # CI lower bound
 
 
 def test_cpu_per_record_subplot_per_size(tmp_path):
     run_dir = make_run(tmp_path, sizes=(64, 1024), rates=(500,))
     _run, rows = report.load_run(run_dir)
-    plotted = report.plot_cpu_per_record(rows, tmp_path / "c.png")
+    plotted = plots.plot_cpu_per_record(rows, tmp_path / "c.png")
     assert sorted(plotted) == [64, 1024]
     for size in (64, 1024):
         for mode in ("xdp", "tcp"):
@@ -145,10 +145,10 @@ def test_cpu_per_record_subplot_per_size(tmp_path):
 
 def test_cpu_over_time_one_line_per_trial(clean_run, tmp_path):
     _run, rows = report.load_run(clean_run)
-    assert report.plot_cpu_over_time(clean_run, rows, tmp_path / "t.png") == len(rows) == 15
+    assert plots.plot_cpu_over_time(clean_run, rows, tmp_path / "t.png") == len(rows) == 15
     # the derivative of the fake cumulative counter is the configured busy fraction
     tcp = next(r for r in rows if r["mode"] == "tcp" and r["rate_hz"] == 2000 and r["repeat"] == 1)
-    s = report.read_samples(next((clean_run / tcp["trial"]).glob("*/hardworker-*.samples.csv")))
+    s = plots.read_samples(next((clean_run / tcp["trial"]).glob("*/hardworker-*.samples.csv")))
     (t0, c0), (t1, c1) = s[0], s[-1]
     assert (c1 - c0) / (t1 - t0) == pytest.approx(0.02 + 20e-6 * 2000, rel=1e-3)
 
@@ -351,3 +351,44 @@ def test_delivery_policy_table_and_cpu_vs_latency_plot(tmp_path):
 def test_no_policy_table_without_a_policy(clean_run):
     text, files = report.write_report(clean_run)
     assert "Delivery policy" not in text and clean_run / "cpu_vs_latency.png" not in files
+
+
+def test_component_bars_sum_to_the_rows_component_totals(tmp_path):
+    run_dir = make_run(tmp_path, rates=(50, 2000), lab=True)
+    rows = add_components(run_dir)
+    _run, loaded = report.load_run(run_dir)
+    drawn = plots.plot_components(loaded, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:8] == PNG_SIG
+    cell = lambda r: f"{r['rate_hz']:g} Hz x 1024 B\nall, batch:5ms"  # noqa: E731
+    assert sorted(drawn) == sorted((cell(r), m) for r in rows if r["rate_hz"] in (50, 2000)
+                                   for m in ("xdp", "tcp") if r["mode"] == m and r["repeat"] == 0)
+    for (label, mode), parts in drawn.items():
+        mine = [r for r in rows if r["mode"] == mode and cell(r) == label]
+        assert len(mine) == 3
+        total = sum(sum(v for k, v in r["hw_components_us"].items() if k != "idle") for r in mine) / 3
+        tasks = sum(sum(v for k, v in r["hw_components_us"].items() if k.startswith("task ")) for r in mine) / 3
+        assert sum(parts.values()) == pytest.approx(total)  # every part drawn, idle left out
+        assert parts[plots.OTHER_TASKS] == pytest.approx(tasks)  # apart, not charged to records
+        charged = sum(v for k, v in parts.items() if k != plots.OTHER_TASKS)
+        assert charged == pytest.approx(sum(r["hw_attr_us_per_record"] for r in mine) / 3)
+        assert parts["softirq TIMER"] == pytest.approx(0.6 / 3)  # absent in two trials: 0 there
+        assert "softirq RCU" not in parts and parts[plots.SMALLER] > 0  # under 0.05 µs: merged
+    assert drawn[(cell(rows[1]), "tcp")]["unattributed"] == pytest.approx(-0.3)  # below 0, kept
+    assert "xdp program" not in {k for k, v in drawn[(cell(rows[1]), "tcp")].items() if v}
+    # the component table's total is the bars' total (a part one trial missed counts 0 there)
+    busy = _line(report.write_report(run_dir)[0], "=", "busy,").split()[-3:-1]
+    assert [float(x) for x in busy] == pytest.approx(
+        [sum(drawn[(cell(rows[1]), m)].values()) for m in ("xdp", "tcp")], abs=0.006)
+
+
+def test_components_png_beside_the_others(tmp_path):
+    run_dir = make_run(tmp_path, rates=(50,))
+    _text, files = report.write_report(run_dir)
+    assert run_dir / "components.png" not in files  # no attribution: no bars
+    add_components(run_dir)
+    _text, files = report.write_report(run_dir)
+    assert run_dir / "components.png" in files and "](components.png)" in (run_dir / "report.md").read_text()
+    (run_dir / "summary.json").unlink()
+    (run_dir / "summary.csv").unlink()
+    _text, files = report.write_report(run_dir)
+    assert not (run_dir / "components.png").exists()  # stale plot removed
