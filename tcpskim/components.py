@@ -4,8 +4,10 @@ Input: summary rows with ``hw_components_us`` ({component: µs per record}, from
 hardworker's attribution window: role, softirqs by vector, IRQs, IPIs, other tasks, the
 XDP program, unattributed) and ``hw_events_per_record`` ({event: per record}). One table
 per rate x size x wake-up cell: xdp and tcp side by side (mean over trials) with xdp - tcp;
-components under 0.05 µs in both modes are summed into one line. Lab artifacts are named
-with their evidence.
+components under 0.05 µs in both modes are summed into one line. Below the events, the
+measurement's own cost per mode (``hw_tracer_cost_us``, ``hw_tracer_cost_share``: traced
+events x the measured cost of one) as a share of the hardworker CPU against the 2 % target,
+flagged when above it. Lab artifacts are named with their evidence.
 """
 
 from __future__ import annotations
@@ -83,6 +85,33 @@ def _event_rows(by_mode):
     return body
 
 
+COST_TARGET = 0.02  # issue 9: the tracing may cost at most 2 % of the hardworker CPU
+
+
+def _cost_rows(by_mode):
+    """The measurement's own cost per mode (traced events x measured ns per event), in µs per
+    record and as a share of the hardworker CPU's busy time, with the target beside it."""
+    us, share = ({m: mean_ci(r.get(col) for r in by_mode.get(m, []))[0] for m in ("xdp", "tcp")}
+                 for col in ("hw_tracer_cost_us", "hw_tracer_cost_share"))
+    if all(v is None for v in share.values()) and all(v is None for v in us.values()):
+        return []
+    pct = lambda v: "-" if v is None else f"{v * 100:.2f} %"  # noqa: E731
+    return [["measurement's own cost µs per record", _f(us["xdp"]), _f(us["tcp"]), _f(_diff(us["xdp"], us["tcp"]))],
+            [f"measurement's own cost, % of hardworker CPU (target <= {COST_TARGET:.0%})",
+             pct(share["xdp"]), pct(share["tcp"]), "-"]]
+
+
+def cost_notes(by_mode) -> list[str]:
+    """A warning per mode whose tracing cost more than the target share of the hardworker CPU."""
+    notes = []
+    for m in ("xdp", "tcp"):
+        share = mean_ci(r.get("hw_tracer_cost_share") for r in by_mode.get(m, []))[0]
+        if share is not None and share > COST_TARGET:
+            notes.append(f"!! {m}: the measurement cost {share:.1%} of the hardworker CPU, above the "
+                         f"{COST_TARGET:.0%} target: its figures include that much of its own tracing")
+    return notes
+
+
 def artifacts(by_mode, lab: bool) -> list[str]:
     """Components that are lab artifacts, with the evidence."""
     notes = []
@@ -102,8 +131,9 @@ def component_tables(rows, lab: bool = False) -> list[tuple[str, list, list, lis
         n = {m: len(v) for m, v in by_mode.items()}
         title = (f"Where the hardworker CPU goes, µs per record: {rate} Hz x {size} B, {wakeup} "
                  f"(n xdp {n['xdp']}, tcp {n['tcp']}; tracepoint attribution of the dedicated CPU)")
-        body = _component_rows(by_mode) + _event_rows(by_mode)
-        out.append((title, ["component", "xdp", "tcp", "xdp - tcp"], body, artifacts(by_mode, lab)))
+        body = _component_rows(by_mode) + _event_rows(by_mode) + _cost_rows(by_mode)
+        out.append((title, ["component", "xdp", "tcp", "xdp - tcp"], body,
+                    cost_notes(by_mode) + artifacts(by_mode, lab)))
     return out
 
 
