@@ -183,7 +183,10 @@ def _row_line(row: dict) -> str:
         return f"idle baseline: {row.get('_idle_rate', 0) * 100:.2f} % of the hardworker CPU set busy"
     def f(v, fmt):
         return "-" if v is None else format(v, fmt)
+    # the attributed figure when traced (busy - other tasks), as the report gives it; else busy - idle
+    attr = row.get("hw_attr_us_per_record")
+    hw = f"{attr:.1f} µs/rec attributed" if attr is not None else f"{f(row['hw_cpu_us_per_record'], '.1f')} µs/rec"
     return (f"sent {row['sent']} delivered {row['delivered']} logged {row['logged']} lost {row['lost']} "
-            f"dup {row['duplicates']} corrupt {row['corrupt']} | hw {f(row['hw_cpu_us_per_record'], '.1f')} µs/rec "
+            f"dup {row['duplicates']} corrupt {row['corrupt']} | hw {hw} "
             f"(process {f(row['hw_process_cpu_us_per_record'], '.1f')}) bpf {f(row['bpf_ns_per_packet'], '.0f')} ns/pkt "
             f"| latency p50 {f(row['latency_p50_us'], '.0f')} µs")

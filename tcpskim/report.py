@@ -42,9 +42,10 @@ _FLOAT_COLS = {"duration_s", "hw_busy_cpu_s", "hw_idle_baseline_cpu_s", "hw_cpu_
                "hw_period_median_us", "hw_other_tasks_s", "hw_steal_s", "hw_cpu_us_per_sent_record",
                "hw_attr_us_per_sent_record"}
 _JSON_COLS = {"hw_components_us", "hw_events_per_record", "hw_period_ci_us"}  # JSON text in the CSV
-_TEXT_COLS = {"mode", "95% CI", "flags", "source", "saves", "CI method", "deliver"}
+_TEXT_COLS = {"mode", "95% CI", "flags", "source", "saves", "CI method", "deliver", "CPU source"}
 _PROBLEM_COLS = (("lost", "LOST"), ("duplicates", "DUP"), ("corrupt", "CORRUPT"))
 IDLE_BUSY_LIMIT = 0.10  # busy share of the hardworker CPU set above which an idle trial is suspect
+OTHER_TASKS_LIMIT = 0.10  # share of the window other tasks ran on the hardworker CPU: say so
 
 
 # ----------------------------------------------------------------------------- loading
@@ -130,10 +131,10 @@ def _ci(lo, hi, digits=2):
     return "-" if lo is None or hi is None else f"[{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def _kernel_us(row):
+def _kernel_us(row, col="hw_cpu_us_per_record"):
     """Busy CPU per record the role process was not charged for: receive softirq, XDP and
     forwarding (plus any other kernel work on the CPU beyond the idle baseline)."""
-    cpu, proc = row.get("hw_cpu_us_per_record"), row.get("hw_process_cpu_us_per_record")
+    cpu, proc = row.get(col), row.get("hw_process_cpu_us_per_record")
     return None if cpu is None or proc is None else cpu - proc
 
 
@@ -154,11 +155,24 @@ def _sum(rows, col):
 
 
 def _per_record_col(cell) -> str:
-    """The attributed figure when every ok traffic trial of the cell has one, else busy - idle."""
+    """The attributed figure when every ok traffic trial of the cell has one, else busy - idle.
+
+    The attributed figure (busy time of the dedicated CPU by its precise idle accounting, minus
+    other tasks) subtracts no idle trial: at low rates an idle trial's noise is the size of the
+    stream's cost, and busy - idle came out negative (issue 9)."""
     ok = [r for r in cell if _ok(r) and r.get("mode") in ("xdp", "tcp")]
     if ok and all(r.get("hw_attr_us_per_record") is not None for r in ok):
         return "hw_attr_us_per_record"
     return "hw_cpu_us_per_record"
+
+
+def _cell_cols(rows) -> dict:
+    """{(rate, size): the per-record column both modes of that cell are reported in}."""
+    cells = defaultdict(list)
+    for r in rows:
+        if r.get("mode") in ("xdp", "tcp"):
+            cells[(r.get("rate_hz"), r.get("size_bytes"))].append(r)
+    return {k: _per_record_col(v) for k, v in cells.items()}
 
 
 def xdp_tcp_ratio(rows, col: str = "hw_cpu_us_per_record", level: float = 0.95):
@@ -195,8 +209,16 @@ def _row_problems(row) -> list[str]:
     busy, dur = row.get("hw_busy_cpu_s"), row.get("duration_s")
     if row.get("mode") == "idle" and busy is not None and dur and busy / dur > IDLE_BUSY_LIMIT:
         probs.append(f"IDLE BUSY {busy / dur:.0%} (other work on the hardworker CPU?)")
-    if (row.get("hw_cpu_us_per_record") or 0) < 0:
+    # Negative: the figure the report uses for this trial (busy - idle only without attribution).
+    if row.get("hw_attr_us_per_record") is not None:
+        if row["hw_attr_us_per_record"] <= 0:
+            probs.append("NEGATIVE CPU (attributed busy time <= 0)")
+    elif (row.get("hw_cpu_us_per_record") or 0) < 0:
         probs.append("NEGATIVE CPU (idle baseline above this trial's busy time)")
+    other, dur = row.get("hw_other_tasks_s"), row.get("duration_s")
+    if row.get("mode") in ("xdp", "tcp") and other is not None and dur and other / dur > OTHER_TASKS_LIMIT:
+        probs.append(f"OTHER TASKS {other / dur:.0%} of the hardworker CPU (not charged to records; "
+                     "a shared machine?)")
     return probs
 
 
@@ -245,39 +267,40 @@ def _per_mode_table(rows):
     """(1) per mode x rate x size: cost per record, delivery, latency, problems."""
     h1 = ["mode", "rate Hz", "size B", "n", "CPU µs/rec", "95% CI", "proc µs/rec",
           "kernel µs/rec", "BPF ns/pkt", "sent", "delivered", "logged", "lost", "dup", "corrupt",
-          "p50 µs", "p99 µs", "achieved Hz", "flags"]
+          "p50 µs", "p99 µs", "achieved Hz", "CPU source", "flags"]
     t1 = []
+    cols = _cell_cols(rows)
     for (mode, rate, size), grp in _groups(rows, modes=("xdp", "tcp")).items():
         ok = [r for r in grp if _ok(r)]
-        mean, lo, hi, n = stats.mean_ci(r.get("hw_cpu_us_per_record") for r in ok)
+        col = cols[(rate, size)]
+        mean, lo, hi, n = stats.mean_ci(r.get(col) for r in ok)
         probs = []
         nfail = len(grp) - len(ok)
         if nfail:
             probs.append(f"FAILED {nfail}")
-        for col, label in _PROBLEM_COLS:
-            s = _sum(grp, col)
+        for pcol, label in _PROBLEM_COLS:
+            s = _sum(grp, pcol)
             if s:
                 probs.append(f"{label} {s}")
         t1.append([
             mode, rate, size, n, _fmt(mean), _ci(lo, hi),
             _pm([r.get("hw_process_cpu_us_per_record") for r in ok]),
-            _pm([_kernel_us(r) for r in ok]),
+            _pm([_kernel_us(r, col) for r in ok]),
             _pm([r.get("bpf_ns_per_packet") for r in ok], 1),
             _sum(grp, "sent"), _sum(grp, "delivered"), _sum(grp, "logged"),
             _sum(grp, "lost"), _sum(grp, "duplicates"), _sum(grp, "corrupt"),
             _fmt(stats.mean_ci(r.get("latency_p50_us") for r in ok)[0], 1),
             _fmt(stats.mean_ci(r.get("latency_p99_us") for r in ok)[0], 1),
             _fmt(stats.mean_ci(r.get("achieved_rate_hz") for r in ok)[0], 1),
+            "attributed" if col == "hw_attr_us_per_record" else "busy - idle",
             "!! " + ", ".join(probs) if probs else "",
         ])
     return h1, t1
 
 
-def _ratio_table(rows):
-    """(2) xdp / tcp per rate x size: the ratio, its CI and the saving, when allowed."""
-    h2 = ["rate Hz", "size B", "n xdp", "n tcp", "xdp µs/rec", "tcp µs/rec", "xdp/tcp",
-          "95% CI", "saves", "CI method", "flags"]
-    t2 = []
+def _cell_figures(rows):
+    """Per rate x size, in order: the figures of both modes, their ratio and whether the
+    reports' rule (``resolve``) lets the ratio and the saving be shown."""
     cells = sorted({(r.get("rate_hz"), r.get("size_bytes")) for r in rows
                     if r.get("mode") in ("xdp", "tcp")}, key=lambda k: (k[0] or 0, k[1] or 0))
     for rate, size in cells:
@@ -286,13 +309,26 @@ def _ratio_table(rows):
         col = _per_record_col(cell)
         x, t = ([r[col] for r in cell if _ok(r) and r["mode"] == mode
                  and r.get(col) is not None] for mode in ("xdp", "tcp"))
-        nflag = sum(1 for r in cell if _row_problems(r))
         ratio, lo, hi, method = xdp_tcp_ratio(cell, col)
         durations = sorted(r["duration_s"] for r in cell if r.get("duration_s"))
-        allowed, why = resolve.ratio_allowed(x, t, durations[len(durations) // 2] if durations else None)
+        window = durations[len(durations) // 2] if durations else None
+        allowed, why = resolve.ratio_allowed(x, t, window)
         if not allowed:  # never a ratio or a saving from a mean <= 0 or a CI spanning 0
             ratio = lo = hi = None
-            saves = why
+        yield {"rate": rate, "size": size, "col": col, "x": x, "t": t, "ratio": ratio, "lo": lo,
+               "hi": hi, "method": method, "allowed": allowed, "why": why, "window_s": window,
+               "nflag": sum(1 for r in cell if _row_problems(r))}
+
+
+def _ratio_table(rows):
+    """(2) xdp / tcp per rate x size: the ratio, its CI and the saving, when allowed."""
+    h2 = ["rate Hz", "size B", "n xdp", "n tcp", "xdp µs/rec", "tcp µs/rec", "xdp/tcp",
+          "95% CI", "saves", "CI method", "flags"]
+    t2 = []
+    for f in _cell_figures(rows):
+        ratio, lo, hi, method = f["ratio"], f["lo"], f["hi"], f["method"]
+        if not f["allowed"]:
+            saves = f["why"]
         elif ratio is None:
             saves = "-"
         else:
@@ -300,12 +336,42 @@ def _ratio_table(rows):
             saves = f"{(1 - ratio) * 100:.1f} %"
             if lo is not None:
                 saves += f" [{(1 - hi) * 100:.1f}, {(1 - lo) * 100:.1f}]"
-        if col != "hw_cpu_us_per_record":
+        if f["col"] != "hw_cpu_us_per_record":
             method += "; attributed (busy - other tasks)"
-        t2.append([rate, size, len(x), len(t), _fmt(stats.mean_ci(x)[0]),
-                   _fmt(stats.mean_ci(t)[0]), _fmt(ratio, 3), _ci(lo, hi, 3), saves, method,
-                   f"!! {nflag} trial(s) flagged" if nflag else ""])
+        t2.append([f["rate"], f["size"], len(f["x"]), len(f["t"]), _fmt(stats.mean_ci(f["x"])[0]),
+                   _fmt(stats.mean_ci(f["t"])[0]), _fmt(ratio, 3), _ci(lo, hi, 3), saves, method,
+                   f"!! {f['nflag']} trial(s) flagged" if f["nflag"] else ""])
     return h2, t2
+
+
+def answer_lines(rows) -> list[str]:
+    """What the run found, in words, per rate x size: both modes' CPU per record with its 95 %
+    CI and the ratio, or "not resolved" with what would resolve it. Resolved means both modes
+    have an interval above 0 (a single trial per mode has none) and the ratio a bounded CI."""
+    out = []
+    for f in _cell_figures(rows):
+        what = "attributed" if f["col"] == "hw_attr_us_per_record" else "busy - idle"
+        head = (f"answer, {f['rate']:g} Hz x {f['size']} B ({what} hardworker CPU per record, "
+                f"n xdp {len(f['x'])}, tcp {len(f['t'])}): ")
+        res = {m: resolve.resolution(v, f["window_s"]) for m, v in (("xdp", f["x"]), ("tcp", f["t"]))}
+        open_ = [m for m in ("xdp", "tcp") if not res[m]["resolved"]]
+        if open_:
+            out.append(head + "; ".join(f"{m} {res[m]['text']}" for m in open_))
+            continue
+        figs = ", ".join(f"{m} {res[m]['mean']:.1f} µs [{res[m]['lo']:.1f}, {res[m]['hi']:.1f}]"
+                         for m in ("xdp", "tcp"))
+        r, lo, hi = f["ratio"], f["lo"], f["hi"]
+        if r is None or lo is None:
+            out.append(head + figs + "; xdp/tcp not resolved: its 95 % CI is unbounded")
+        elif lo <= 1 <= hi:
+            out.append(head + figs + f"; xdp/tcp {r:.3f} [{lo:.3f}, {hi:.3f}]: no difference "
+                       "resolved between the modes (the CI contains 1)")
+        else:
+            verdict = (f"xdp saves {(1 - r) * 100:.1f} % [{(1 - hi) * 100:.1f}, {(1 - lo) * 100:.1f}]"
+                       if r < 1 else f"xdp costs {(r - 1) * 100:.1f} % [{(lo - 1) * 100:.1f}, "
+                       f"{(hi - 1) * 100:.1f}] more than tcp")
+            out.append(head + figs + f"; xdp/tcp {r:.3f} [{lo:.3f}, {hi:.3f}]: {verdict}")
+    return out
 
 
 def _idle_table(rows):
@@ -349,7 +415,8 @@ def _deliver_table(rows):
 
 _TITLES = {
     "per_mode": "Hardworker cost per mode, rate and size (mean over trials; CPU = busy CPU of "
-                "the hardworker's CPU set minus idle baseline)",
+                "the hardworker's CPU set minus other tasks where traced (attributed), else minus "
+                "the idle baseline)",
     "ratio": "xdp / tcp hardworker CPU per record (Fieller 95 % CI, paired by repeat where "
              "possible)",
     "idle": "Idle baseline",
@@ -381,6 +448,9 @@ def tables(run, rows, tablefmt: str = "simple") -> str:
     wake = wake_cost_line(rows)
     if wake:
         parts += [wake, ""]
+    answers = answer_lines(rows)
+    if answers:
+        parts += [("- " if md else "") + a for a in answers] + [""]
     if run.get("lab"):
         parts.append(("*" + LAB_NOTE + "*") if md else LAB_NOTE)
     return "\n".join(parts).rstrip() + "\n"

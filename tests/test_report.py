@@ -413,3 +413,55 @@ def test_measurement_cost_per_mode_against_the_target(tmp_path):
             ["0.12", "0.30", "-0.18"]
         assert "tcp: the measurement cost 2.5% of the hardworker CPU, above the 2% target" in out
         assert "xdp: the measurement cost" not in out
+
+
+def _answer(text):
+    return [line for line in text.splitlines() if line.startswith("answer, ")]
+
+
+def test_answer_says_what_the_run_found(tmp_path):
+    text, _ = report.write_report(make_run(tmp_path / "a", rates=(50,)))
+    assert _answer(text) == [
+        "answer, 50 Hz x 1024 B (busy - idle hardworker CPU per record, n xdp 3, tcp 3): xdp 10.0 µs "
+        "[7.5, 12.5], tcp 20.0 µs [17.5, 22.5]; xdp/tcp 0.500 [0.429, 0.555]: xdp saves 50.0 % [44.5, 57.1]"]
+    assert "- answer, 50 Hz" in (tmp_path / "a" / "20240101T000000-test" / "report.md").read_text()
+    text, _ = report.write_report(make_run(tmp_path / "b", rates=(50,), cpu_us={"xdp": 20.0, "tcp": 10.0}))
+    lo, hi = sorted(_expected_paired_ci([19, 20, 21], -10))  # the helper's roots, in order
+    assert _answer(text)[0].endswith(f"xdp/tcp 2.000 [{lo:.3f}, {hi:.3f}]: xdp costs 100.0 % "
+                                     f"[{(lo - 1) * 100:.1f}, {(hi - 1) * 100:.1f}] more than tcp")
+    # the same cost: a ratio, but no verdict
+    text, _ = report.write_report(make_run(tmp_path / "c", rates=(50,), cpu_us={"xdp": 20.0, "tcp": 20.0}))
+    assert "no difference resolved between the modes (the CI contains 1)" in _answer(text)[0]
+
+
+def test_answer_not_resolved_with_one_trial_or_a_ci_spanning_0(tmp_path):
+    text, _ = report.write_report(make_run(tmp_path / "a", rates=(50,), repeat=1))
+    (line,) = _answer(text)
+    assert "xdp not resolved: 1 trial, no interval; at least 3 repeats are needed; tcp not resolved" in line
+    assert "xdp/tcp" not in line and "saves" not in line
+    text, _ = report.write_report(make_run(tmp_path / "b", rates=(50,), cpu_us={"xdp": 5.0, "tcp": 20.0},
+                                           noise=(-60.0, 0.0, 60.0)))
+    (line,) = _answer(text)
+    assert re.search(r"xdp not resolved: ±\d+\.\d µs per record; about \d+ repeats \(or a \d+ s window\) "
+                     r"would resolve it; tcp not resolved", line) and "saves" not in line
+
+
+def test_attributed_figure_is_the_per_mode_answer(tmp_path):
+    """With attribution, busy - idle is not the answer: a negative one is neither shown nor flagged."""
+    run_dir = make_run(tmp_path, rates=(50,), lab=False)
+    rows = add_components(run_dir)
+    doc = json.loads((run_dir / "summary.json").read_text())
+    for r in doc["rows"]:
+        if r["mode"] in ("xdp", "tcp"):
+            r["hw_cpu_us_per_record"] = -100.0  # the idle trial was busier than the traffic
+            r["hw_other_tasks_s"] = 0.5 if r["trial"].startswith("001") else 0.01  # 25 % of 2 s
+    (run_dir / "summary.json").write_text(json.dumps(doc))
+    text, _ = report.write_report(run_dir)
+    xdp_attr = [r["hw_attr_us_per_record"] for r in rows if r["mode"] == "xdp"]
+    mean, lo, hi, _n = stats.mean_ci(xdp_attr)
+    row = _line(text, "xdp", 50, 1024)
+    assert f"{mean:.2f}  [{lo:.2f}, {hi:.2f}]" in row and "attributed" in row and "-100" not in row
+    assert f"{mean - 5.0:.2f} ±" in row  # kernel = attributed - process (0.5 x 10)
+    assert "NEGATIVE" not in text
+    assert "trial 001-xdp-50-1024-r0 (xdp, 50 Hz, 1024 B): OTHER TASKS 25% of the hardworker CPU" in text
+    assert _answer(text)[0].startswith("answer, 50 Hz x 1024 B (attributed hardworker CPU per record")
