@@ -17,6 +17,7 @@ from roles import vocab
 from .stats import mean_ci
 
 SMALL_US = 0.05
+ROLE_SPLIT_MIN_TICKS = 20  # user/system ticks of the role before its split is shown (±5 %)
 EVENTS = [("wakeups", "role wake-ups"), ("switch", "context switches"), ("napi", "NAPI polls"),
           ("net_rx", "NET_RX softirqs"), ("ipi_sent", "IPIs sent"), ("ipi_recv", "IPIs received"),
           ("events", "traced events")]
@@ -173,6 +174,11 @@ def row_fields(win: dict) -> dict:
     ev["net_rx"] = (a.get("intervals") or {}).get("softirq NET_RX", 0) / n
     ev["events"] = a.get("events", 0) / n
     p = a.get("periods") or {}
+    ut, st = a.get("role_utime_ticks"), a.get("role_stime_ticks")
+    # The kernel splits a task's precise runtime into user and system by its tick samples: a
+    # split is only worth drawing with enough of them (components.png).
+    out["hw_role_user_share"] = ut / (ut + st) if ut is not None and st is not None \
+        and ut + st >= ROLE_SPLIT_MIN_TICKS else None
     out.update(hw_components_us=comps, hw_events_per_record=ev,
                hw_attr_us_per_record=per(a["proc_busy_s"] - other) if a.get("proc_busy_s") is not None else None,
                hw_unattributed_us=comps.get("unattributed"),

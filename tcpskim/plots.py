@@ -231,7 +231,8 @@ def component_bars(rows) -> dict:
 
     A cell is rate x size x delivery policy x wake-up; a component a trial did not see counts
     0 for it, so a bar's parts sum to the mean of the trials' totals. Other tasks ("task *")
-    are summed into OTHER_TASKS; idle is not busy time and is left out."""
+    are summed into OTHER_TASKS; idle is not busy time and is left out. The role is split into
+    "role user" and "role system" in the trials with ``hw_role_user_share`` (its tick counts)."""
     cells: dict = defaultdict(list)
     for r in rows:
         if r.get("mode") in ("xdp", "tcp") and ok(r) and r.get("hw_components_us"):
@@ -245,7 +246,14 @@ def component_bars(rows) -> dict:
             for name, us in r["hw_components_us"].items():
                 if name not in NOT_RECORD_COST and us is not None:
                     sums[OTHER_TASKS if name.startswith("task ") else name] += us
-        out[(label, mode)] = {k: v / len(grp) for k, v in sums.items()}
+            user = r.get("hw_role_user_share")
+            if user is not None and "role" in r["hw_components_us"]:  # split by the role's ticks
+                role = r["hw_components_us"]["role"]
+                sums["role"] -= role
+                sums["role user"] += role * user
+                sums["role system"] += role * (1 - user)
+        out[(label, mode)] = {k: v / len(grp) for k, v in sums.items()
+                              if k != "role" or any(r.get("hw_role_user_share") is None for r in grp)}
     return out
 
 

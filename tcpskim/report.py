@@ -40,7 +40,7 @@ _FLOAT_COLS = {"duration_s", "hw_busy_cpu_s", "hw_idle_baseline_cpu_s", "hw_cpu_
                "latency_p99_us", "achieved_rate_hz", "hw_wake_cost_us", "hw_attr_us_per_record",
                "hw_unattributed_us", "hw_tracer_cost_us", "hw_tracer_cost_share",
                "hw_period_median_us", "hw_other_tasks_s", "hw_steal_s", "hw_cpu_us_per_sent_record",
-               "hw_attr_us_per_sent_record"}
+               "hw_attr_us_per_sent_record", "hw_role_user_share"}
 _JSON_COLS = {"hw_components_us", "hw_events_per_record", "hw_period_ci_us"}  # JSON text in the CSV
 _TEXT_COLS = {"mode", "95% CI", "flags", "source", "saves", "CI method", "deliver", "CPU source"}
 _PROBLEM_COLS = (("lost", "LOST"), ("duplicates", "DUP"), ("corrupt", "CORRUPT"))

@@ -38,3 +38,12 @@ def test_attributed_busy_leaves_other_tasks_out():
 
     assert attributed_busy_s(_win()) == pytest.approx(0.020)  # 0.524 busy - 0.504 other tasks
     assert attributed_busy_s({"attribution": {"error": "no bcc"}}) is None and attributed_busy_s(None) is None
+
+
+def test_role_user_share_from_enough_ticks_only():
+    w = _win()
+    w["attribution"].update(role_utime_ticks=30, role_stime_ticks=10)
+    assert row_fields(w)["hw_role_user_share"] == pytest.approx(0.75)
+    w["attribution"].update(role_utime_ticks=5, role_stime_ticks=5)  # 10 ticks: ±1 is ±10 %
+    assert row_fields(w)["hw_role_user_share"] is None
+    assert row_fields(_win())["hw_role_user_share"] is None  # no tick counts

@@ -465,3 +465,20 @@ def test_attributed_figure_is_the_per_mode_answer(tmp_path):
     assert "NEGATIVE" not in text
     assert "trial 001-xdp-50-1024-r0 (xdp, 50 Hz, 1024 B): OTHER TASKS 25% of the hardworker CPU" in text
     assert _answer(text)[0].startswith("answer, 50 Hz x 1024 B (attributed hardworker CPU per record")
+
+
+def test_component_bars_split_the_role_by_its_ticks(tmp_path):
+    run_dir = make_run(tmp_path, rates=(2000,))
+    rows = add_components(run_dir)
+    doc = json.loads((run_dir / "summary.json").read_text())
+    for r in doc["rows"]:
+        if r["mode"] == "xdp":
+            r["hw_role_user_share"] = 0.25 * (r["repeat"] + 1)  # 0.25, 0.5, 0.75
+    (run_dir / "summary.json").write_text(json.dumps(doc))
+    drawn = plots.plot_components(report.load_run(run_dir)[1], tmp_path / "c.png")
+    xdp = next(v for (_c, m), v in drawn.items() if m == "xdp")
+    tcp = next(v for (_c, m), v in drawn.items() if m == "tcp")
+    roles = [r["hw_components_us"]["role"] for r in rows if r["mode"] == "xdp"]  # 7.2, 8, 8.8
+    assert xdp["role user"] == pytest.approx(sum(x * 0.25 * (k + 1) for k, x in enumerate(roles)) / 3)
+    assert xdp["role user"] + xdp["role system"] == pytest.approx(8.0)
+    assert not xdp.get("role") and tcp["role"] == pytest.approx(6.0) and not tcp.get("role user")
