@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from reportdata import add_components, make_run
+from reportdata import COMPONENTS_US, add_components, make_run
 from tcpskim import plots, report, stats
 
 PNG_SIG = b"\x89PNG\r\n\x1a\n"
@@ -482,3 +482,13 @@ def test_component_bars_split_the_role_by_its_ticks(tmp_path):
     assert xdp["role user"] == pytest.approx(sum(x * 0.25 * (k + 1) for k, x in enumerate(roles)) / 3)
     assert xdp["role user"] + xdp["role system"] == pytest.approx(8.0)
     assert not xdp.get("role") and tcp["role"] == pytest.approx(6.0) and not tcp.get("role user")
+
+
+def test_block_softirq_on_the_lab_is_named_an_artifact(tmp_path):
+    comps = {m: {**v, "softirq BLOCK": 2.5 if m == "tcp" else 0.4} for m, v in
+             COMPONENTS_US.items()}
+    for lab in (True, False):
+        run_dir = make_run(tmp_path / str(lab), rates=(50,), lab=lab)
+        add_components(run_dir, comps)
+        text, _ = report.write_report(run_dir)
+        assert ("softirq BLOCK per record: xdp 0.40, tcp 2.50 µs - disk I/O completions" in text) is lab
