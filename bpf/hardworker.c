@@ -23,6 +23,7 @@
  *                                many records, none for the others
  */
 #include "skim.h"
+#include "csum.h"
 #include "ring.h"     /* struct skim_rec, enum skim_counter: shared with roles/vocab.py */
 #include "deliver.h"
 

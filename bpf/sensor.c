@@ -11,6 +11,7 @@
  * guard when the hardworker's MAC changes.
  */
 #include "skim.h"
+#include "csum.h"
 
 enum skim_counter {
 	C_REWRITTEN = 0,

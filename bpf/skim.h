@@ -1,4 +1,4 @@
-/* skim.h - parsing and checksum helpers shared by tcpskim's XDP programs.
+/* skim.h - parsing helpers shared by tcpskim's XDP programs (checksums: csum.h).
  *
  * Style of xdp-tutorial's common/parsing_helpers.h: a cursor walks the frame and
  * every header is bounds-checked against data_end before it is touched, so the
@@ -7,9 +7,6 @@
  */
 #ifndef SKIM_H
 #define SKIM_H
-
-/* Names carry a skim_ prefix: bcc's own headers pull in include/net/checksum.h,
- * which already defines csum_replace4() and friends. */
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -105,51 +102,6 @@ static __always_inline int parse_tcphdr(struct hdr_cursor *nh, void *data_end,
 static __always_inline __u8 tcp_flags(struct tcphdr *h)
 {
 	return ((__u8 *)h)[13];
-}
-
-/* Fold a 32-bit one's complement sum to 16 bits. bpf_csum_diff returns the
- * arch's csum_partial result: unfolded 32 bits on x86-64, already folded on
- * arm64. Folding twice is correct for both (the first fold leaves at most
- * 0x1fffe, the second at most 0xffff). */
-static __always_inline __u16 skim_csum_fold(__u32 csum)
-{
-	csum = (csum & 0xffff) + (csum >> 16);
-	csum = (csum & 0xffff) + (csum >> 16);
-	return (__u16)~csum;
-}
-
-/* RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), here over a whole 32-bit word
- * (both 16-bit halves of an IPv4 address change across a /16; updating only
- * the low half was the original prototype's bug). The sum is computed on
- * memory-order words, so it works for network-order fields without swaps.
- * bpf_csum_diff wants stack pointers and multiples of 4 bytes. */
-static __always_inline void skim_csum_replace4(__sum16 *sum, __be32 from, __be32 to)
-{
-	__be32 f = from, t = to;
-	__u32 seed = (~(__u32)*sum) & 0xffff;
-	__s64 r = bpf_csum_diff(&f, sizeof(f), &t, sizeof(t), seed);
-
-	*sum = skim_csum_fold((__u32)r);
-}
-
-/* Same for a 16-bit field: padded to a 4-byte word with zeros (zeros add nothing). */
-static __always_inline void skim_csum_replace2(__sum16 *sum, __be16 from, __be16 to)
-{
-	skim_csum_replace4(sum, (__be32)from, (__be32)to);
-}
-
-/* A full 32-bit address change: the IPv4 header checksum and the TCP checksum
- * (the pseudo-header covers both addresses) get the same delta. */
-static __always_inline void ipv4_tcp_set_addr(struct iphdr *iph, struct tcphdr *tcph,
-					      __be32 *field, __be32 to)
-{
-	__be32 from = *field;
-
-	if (from == to)
-		return;
-	*field = to;
-	skim_csum_replace4(&iph->check, from, to);
-	skim_csum_replace4(&tcph->check, from, to);
 }
 
 /* Addresses that can change at run time (a replaced board, Wi-Fi MAC
