@@ -31,6 +31,12 @@ BPF_RINGBUF_OUTPUT(events, SKIM_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(counters, __u64, C_MAX);
 BPF_ARRAY(skim_addrs, struct skim_addr, 2);
 
+/* Counting (the rule is in ring.h): every frame ends in `return verdict(OUTCOME, ACTION)`,
+ * the only place an outcome counter is counted, so each frame counts exactly one outcome.
+ * Helpers that may end a frame do not count it: they return its outcome, C_FORWARDED
+ * meaning "go on and forward it". Events (matched, captured, uncaptured, mailbox) are
+ * counted with count() where they happen. */
+
 /* bcc rewrites map calls only outside macros, hence a function */
 static __always_inline void count(__u32 idx)
 {
@@ -38,6 +44,12 @@ static __always_inline void count(__u32 idx)
 
 	if (v)
 		*v += 1;
+}
+
+static __always_inline int verdict(__u32 outcome, int action)
+{
+	count(outcome);
+	return action;
 }
 
 #if SKIM_DELIVER != SKIM_DELIVER_ALL
@@ -86,19 +98,17 @@ static __always_inline __u64 wake_flag(void)
 #endif
 
 /* Copy a segment's addresses, seq, flags and `plen` payload bytes (at packet offset `off`)
- * into the ring. Returns 0, or -1 when the segment must be dropped (ring full, bad length):
- * no ACK without capture. */
-static __always_inline int capture(struct xdp_md *ctx, struct iphdr *iph, struct tcphdr *tcph,
-				   __u8 flags, __u8 kind, __u32 seq, __u32 base, __u32 off,
-				   __u32 plen)
+ * into the ring. Returns C_FORWARDED once captured, or the outcome the segment is dropped
+ * with (ring full, bad length): no ACK without capture. */
+static __always_inline __u32 capture(struct xdp_md *ctx, struct iphdr *iph, struct tcphdr *tcph,
+				     __u8 flags, __u8 kind, __u32 seq, __u32 base, __u32 off,
+				     __u32 plen)
 {
 	struct skim_rec *rec;
 
 	rec = events.ringbuf_reserve(sizeof(struct skim_rec));
-	if (!rec) {
-		count(C_DROPPED_FULL);
-		return -1;
-	}
+	if (!rec)
+		return C_DROPPED_FULL;
 	rec->saddr = iph->saddr;
 	rec->sport = skim_ntohs(tcph->source);
 	rec->flags = flags;
@@ -124,8 +134,7 @@ static __always_inline int capture(struct xdp_md *ctx, struct iphdr *iph, struct
 		}
 		if (err < 0) {
 			events.ringbuf_discard(rec, 0);
-			count(C_MALFORMED);
-			return -1;
+			return C_MALFORMED;
 		}
 	}
 #ifdef SKIM_WAKE_RECORDS
@@ -134,7 +143,69 @@ static __always_inline int capture(struct xdp_md *ctx, struct iphdr *iph, struct
 	events.ringbuf_submit(rec, SKIM_WAKEUP);
 #endif
 	count(C_CAPTURED);
-	return 0;
+	return C_FORWARDED;
+}
+
+#if SKIM_DELIVER == SKIM_DELIVER_ALL
+/* Every segment goes to the ring, except pure ACKs: they carry nothing for the
+ * reassembler and are forwarded without a record. Returns the outcome so far. */
+static __always_inline __u32 deliver(struct xdp_md *ctx, struct iphdr *iph, struct tcphdr *tcph,
+				     __u32 off, __u32 plen)
+{
+	__u8 flags = tcp_flags(tcph);
+
+	if (plen == 0 && !(flags & (SKIM_SYN | SKIM_FIN | SKIM_RST)))
+		return C_FORWARDED;
+	return capture(ctx, iph, tcph, flags, SKIM_KIND_RAW, skim_ntohl(tcph->seq), 0, off, plen);
+}
+#else
+/* filter/latest (deliver.h): the policy decides; the flow's state moves on only once
+ * whatever it asked for (capture, mailbox) succeeded. Returns the outcome so far. */
+static __always_inline __u32 deliver(struct xdp_md *ctx, struct iphdr *iph, struct tcphdr *tcph,
+				     __u32 off, __u32 plen)
+{
+	__u8 flags = tcp_flags(tcph);
+	struct skim_step st = {};
+	enum skim_act act = skim_policy(ctx, iph, tcph, off, plen, flags, &st);
+
+	if (act == ACT_DROP)
+		return C_DROPPED_ORDER;
+	if (act == ACT_CAPTURE) {
+		__u32 outcome = capture(ctx, iph, tcph, flags, st.kind, st.cap_seq, st.base, off,
+					st.cap_len);
+
+		if (outcome != C_FORWARDED)
+			return outcome;
+	}
+#if SKIM_DELIVER == SKIM_DELIVER_LATEST
+	if (st.mailbox) {
+		if (skim_mailbox_put(ctx, off, st.sid) < 0)
+			return C_MALFORMED;
+		count(C_MAILBOX);
+	}
+#endif
+	skim_commit(&st);
+	if (act == ACT_FORWARD && plen)
+		count(C_UNCAPTURED);
+	return C_FORWARDED;
+}
+#endif
+
+/* To the logger: eth dst -> LOGGER_MAC, eth src -> HW_MAC, ip dst -> LOGGER_IP. */
+static __always_inline int forward(struct xdp_md *ctx, struct iphdr *iph, struct tcphdr *tcph,
+				   struct skim_addr *hw, struct skim_addr *logger)
+{
+	/* The load helper does not invalidate packet pointers, but re-check the
+	 * headers we write through to keep the verifier's proof local. */
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = (void *)(long)ctx->data;
+
+	if ((void *)(eth + 1) > data_end)
+		return verdict(C_MALFORMED, XDP_DROP);
+	__builtin_memcpy(eth->h_dest, logger->mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, hw->mac, ETH_ALEN);
+	ipv4_tcp_set_addr(iph, tcph, &iph->daddr, skim_htonl(LOGGER_IP));
+	return verdict(C_FORWARDED, XDP_TX);
 }
 
 int xdp_hardworker(struct xdp_md *ctx)
@@ -148,48 +219,37 @@ int xdp_hardworker(struct xdp_md *ctx)
 	struct iphdr *iph;
 	struct tcphdr *tcph;
 	int tcplen, ipproto;
-	__u32 plen;
-	__u8 flags;
+	__u32 plen, outcome;
 
-	if (parse_ethhdr(&nh, data_end, &eth) < 0) {
-		count(C_MALFORMED);
-		return XDP_PASS;
-	}
+	if (parse_ethhdr(&nh, data_end, &eth) < 0)
+		return verdict(C_MALFORMED, XDP_PASS);
 	if (eth->h_proto != skim_htons(ETH_P_IP))
-		goto pass;
+		return verdict(C_PASSED, XDP_PASS);
 	ipproto = parse_iphdr(&nh, data_end, &iph);
-	if (ipproto < 0) {
-		count(C_MALFORMED);
-		return XDP_PASS;
-	}
+	if (ipproto < 0)
+		return verdict(C_MALFORMED, XDP_PASS);
 	if (ipproto != IPPROTO_TCP || iph->daddr != skim_htonl(HW_IP) ||
 	    (iph->tos & 0xfc) != SKIM_TOS)
-		goto pass;
+		return verdict(C_PASSED, XDP_PASS);
 	/* A fragment of the marked stream: a non-first fragment has no ports to
 	 * match, passing it would make our own stack reassemble it and answer with
 	 * a RST, forwarding it uncaptured would break "no ACK without capture".
 	 * The sensor's TCP sets DF, so this is anomalous: drop and count. */
-	if (iph->frag_off & skim_htons(SKIM_IP_MF | SKIM_IP_OFFSET)) {
-		count(C_FRAGMENTS);
-		return XDP_DROP;
-	}
+	if (iph->frag_off & skim_htons(SKIM_IP_MF | SKIM_IP_OFFSET))
+		return verdict(C_FRAGMENTS, XDP_DROP);
 	tcplen = parse_tcphdr(&nh, data_end, &tcph);
-	if (tcplen < 0) {
-		count(C_MALFORMED);
-		return XDP_PASS;
-	}
+	if (tcplen < 0)
+		return verdict(C_MALFORMED, XDP_PASS);
 	if (tcph->dest != skim_htons(SKIM_PORT))
-		goto pass;
+		return verdict(C_PASSED, XDP_PASS);
 
 	count(C_MATCHED);
 	/* Looked up before anything is captured: a segment that cannot be
 	 * forwarded must not be captured either (array lookups never fail). */
 	hw = skim_addrs.lookup(&slot_hw);
 	logger = skim_addrs.lookup(&slot_logger);
-	if (!hw || !logger) {
-		count(C_MALFORMED);
-		return XDP_DROP;
-	}
+	if (!hw || !logger)
+		return verdict(C_MALFORMED, XDP_DROP);
 	{
 		__u32 tot = skim_ntohs(iph->tot_len);
 		__u32 hdrs = iph->ihl * 4 + tcplen;
@@ -200,69 +260,15 @@ int xdp_hardworker(struct xdp_md *ctx)
 		asm volatile("" : "+r"(tot));
 		tot &= 0xffff;
 
-		if (tot < hdrs || data + sizeof(*eth) + tot > data_end) {
-			/* lies about its length: never forward it */
-			count(C_MALFORMED);
-			return XDP_DROP;
-		}
+		/* lies about its length: never forward it */
+		if (tot < hdrs || data + sizeof(*eth) + tot > data_end)
+			return verdict(C_MALFORMED, XDP_DROP);
 		plen = tot - hdrs;
 	}
-	if (plen > SKIM_CAPTURE) {
-		count(C_DROPPED_OVERSIZE);
-		return XDP_DROP;
-	}
-	flags = tcp_flags(tcph);
-#if SKIM_DELIVER != SKIM_DELIVER_ALL
-	{
-		struct skim_step st = {};
-		__u32 off = nh.pos - data;
-		enum skim_act act = skim_policy(ctx, iph, tcph, off, plen, flags, &st);
-
-		if (act == ACT_DROP) {
-			count(C_DROPPED_ORDER);
-			return XDP_DROP;
-		}
-		if (act == ACT_CAPTURE &&
-		    capture(ctx, iph, tcph, flags, st.kind, st.cap_seq, st.base, off, st.cap_len) < 0)
-			return XDP_DROP;
-#if SKIM_DELIVER == SKIM_DELIVER_LATEST
-		if (st.mailbox) {
-			if (skim_mailbox_put(ctx, off, st.sid) < 0) {
-				count(C_MALFORMED);
-				return XDP_DROP;
-			}
-			count(C_MAILBOX);
-		}
-#endif
-		skim_commit(&st);
-		if (act == ACT_FORWARD && plen)
-			count(C_UNCAPTURED);
-		goto forward;
-	}
-#endif
-	/* Pure ACKs carry nothing for the reassembler: forward without a record. */
-	if (plen == 0 && !(flags & (SKIM_SYN | SKIM_FIN | SKIM_RST)))
-		goto forward;
-
-	if (capture(ctx, iph, tcph, flags, SKIM_KIND_RAW, skim_ntohl(tcph->seq), 0,
-		    nh.pos - data, plen) < 0)
-		return XDP_DROP;
-
-forward:
-	/* The load helper does not invalidate packet pointers, but re-check the
-	 * headers we write through to keep the verifier's proof local. */
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	eth = data;
-	if ((void *)(eth + 1) > data_end)
-		return XDP_DROP;
-	__builtin_memcpy(eth->h_dest, logger->mac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, hw->mac, ETH_ALEN);
-	ipv4_tcp_set_addr(iph, tcph, &iph->daddr, skim_htonl(LOGGER_IP));
-	count(C_FORWARDED);
-	return XDP_TX;
-
-pass:
-	count(C_PASSED);
-	return XDP_PASS;
+	if (plen > SKIM_CAPTURE)
+		return verdict(C_DROPPED_OVERSIZE, XDP_DROP);
+	outcome = deliver(ctx, iph, tcph, nh.pos - data, plen);
+	if (outcome != C_FORWARDED)
+		return verdict(outcome, XDP_DROP);
+	return forward(ctx, iph, tcph, hw, logger);
 }

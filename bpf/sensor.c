@@ -13,10 +13,14 @@
 #include "skim.h"
 #include "csum.h"
 
+/* Counting rule, as in ring.h: every frame ends in exactly one OUTCOME counter, counted by
+ * verdict() where the program returns, so the outcome counters sum to the frames seen.
+ * This program has no EVENT counters. Each enumerator's comment starts with its class
+ * (tests/test_layout.py checks it against vocab.SENSOR_OUTCOMES / SENSOR_EVENTS). */
 enum skim_counter {
-	C_REWRITTEN = 0,
-	C_PASSED,
-	C_MALFORMED,
+	C_REWRITTEN = 0,  /* outcome: a logger reply made the hardworker's: XDP_PASS */
+	C_PASSED,         /* outcome: anything else: XDP_PASS, untouched */
+	C_MALFORMED,      /* outcome: truncated or bogus headers: XDP_PASS, untouched */
 	C_MAX,
 };
 
@@ -32,6 +36,13 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
+/* Every frame ends in `return verdict(OUTCOME, ACTION)`: its one outcome, then its action. */
+static __always_inline int verdict(__u32 outcome, int action)
+{
+	count(outcome);
+	return action;
+}
+
 int xdp_sensor(struct xdp_md *ctx)
 {
 	void *data_end = (void *)(long)ctx->data_end;
@@ -45,34 +56,27 @@ int xdp_sensor(struct xdp_md *ctx)
 	int proto;
 
 	if (parse_ethhdr(&nh, data_end, &eth) < 0)
-		goto malformed;
+		return verdict(C_MALFORMED, XDP_PASS);
 	if (eth->h_proto != skim_htons(ETH_P_IP))
-		goto pass;
+		return verdict(C_PASSED, XDP_PASS);
 	proto = parse_iphdr(&nh, data_end, &iph);
 	if (proto < 0)
-		goto malformed;
+		return verdict(C_MALFORMED, XDP_PASS);
 	if (proto != IPPROTO_TCP || iph->saddr != skim_htonl(LOGGER_IP) ||
 	    iph->daddr != skim_htonl(SENSOR_IP))
-		goto pass;
+		return verdict(C_PASSED, XDP_PASS);
 	/* non-first fragments have no TCP header: leave them alone */
 	if (iph->frag_off & skim_htons(SKIM_IP_MF | SKIM_IP_OFFSET))
-		goto pass;
+		return verdict(C_PASSED, XDP_PASS);
 	if (parse_tcphdr(&nh, data_end, &tcph) < 0)
-		goto malformed;
+		return verdict(C_MALFORMED, XDP_PASS);
 	if (tcph->source != skim_htons(SKIM_PORT))
-		goto pass;
+		return verdict(C_PASSED, XDP_PASS);
 
 	hw = skim_addrs.lookup(&slot_hw);
 	if (!hw)
-		goto malformed;
+		return verdict(C_MALFORMED, XDP_PASS);
 	__builtin_memcpy(eth->h_source, hw->mac, ETH_ALEN);
 	ipv4_tcp_set_addr(iph, tcph, &iph->saddr, skim_htonl(HW_IP));
-	count(C_REWRITTEN);
-	return XDP_PASS;
-
-malformed:
-	count(C_MALFORMED);
-pass:
-	count(C_PASSED);
-	return XDP_PASS;
+	return verdict(C_REWRITTEN, XDP_PASS);
 }

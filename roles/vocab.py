@@ -146,6 +146,17 @@ MAILBOX_SLOTS = 64  # SKIM_SLOTS in bpf/deliver.h: latest's slots, indexed by se
 HW_COUNTERS = ("matched", "captured", "dropped_full", "dropped_oversize", "passed", "malformed",
                "fragments", "forwarded", "uncaptured", "dropped_order", "mailbox")  # bpf/ring.h
 SENSOR_COUNTERS = ("rewritten", "passed", "malformed")  # bpf/sensor.c
+# The counting rule (bpf/ring.h): each frame a program sees counts exactly one OUTCOME (so
+# the outcomes sum to the frames seen); EVENTS are extra facts about a frame, zero or more.
+HW_OUTCOMES = ("dropped_full", "dropped_oversize", "passed", "malformed", "fragments", "forwarded",
+               "dropped_order")
+HW_EVENTS = ("matched", "captured", "uncaptured", "mailbox")
+SENSOR_OUTCOMES, SENSOR_EVENTS = SENSOR_COUNTERS, ()
+
+
+def frames_seen(counters: dict, outcomes=HW_OUTCOMES) -> int:
+    """Frames a program saw, from its counters (``skim.counters()``): the sum of its outcomes."""
+    return sum(counters.get(name, 0) for name in outcomes)
 
 
 # --- wake-up policy --------------------------------------------------------------------------

@@ -5,7 +5,9 @@ ring record and counters from) and prints each field's offset and size, the reco
 size, the SKIM_KIND_* values, the kernel's ring header size and every enumerator's value; the
 field and enumerator *names* and their order come from the C source. ``mismatches`` compares all
 of it with vocab's ``RING_RECORD_FIELDS``, ``HW_COUNTERS`` and ``SENSOR_COUNTERS`` (and the TCP
-flag bits and mailbox slots with their ``#define``s). The mutation tests prove it fails when
+flag bits and mailbox slots with their ``#define``s), and each counter's class (outcome or event,
+from its enum comment) with vocab's ``*_OUTCOMES`` / ``*_EVENTS`` and with how the programs
+count it. The mutation tests prove it fails when
 either side changes: they edit a temporary copy of ``bpf/`` or hand it an altered Python side.
 """
 
@@ -34,6 +36,32 @@ def enumerators(path: Path, name: str = "skim_counter") -> list[str]:
     m = re.search(rf"enum\s+{name}\s*\{{(.*?)\}}", _source(path), re.S)
     assert m, f"{path.name}: no enum {name}"
     return [e.split("=")[0].strip() for e in m.group(1).split(",") if e.strip()]
+
+
+def classes(path: Path, name: str = "skim_counter") -> dict:
+    """{enumerator: "outcome" | "event"} from the comment each one's line starts with."""
+    m = re.search(rf"enum\s+{name}\s*\{{(.*?)\}}", path.read_text(), re.S)
+    assert m, f"{path.name}: no enum {name}"
+    return dict(re.findall(r"^\s*(C_\w+)[^/\n]*/\*\s*(outcome|event)\b", m.group(1), re.M))
+
+
+def _rule(enum_file: Path, programs: list, outcomes: tuple, events: tuple, what: str) -> list[str]:
+    """The counting rule as the C states it: each counter's class in its enum comment matches
+    vocab, and an outcome is only ever counted through verdict() or returned to it, an event
+    only through count() (tests/test_verifier.py checks the counts themselves)."""
+    got = classes(enum_file)
+    want = {f"C_{n.upper()}": "outcome" for n in outcomes} | {f"C_{n.upper()}": "event" for n in events}
+    bad = [] if got == want else [f"{what} classes: C {got} != vocab {want}"]
+    for prog in programs:
+        text = _source(prog)
+        for name in re.findall(r"\bcount\(\s*(C_\w+)", text):
+            if want.get(name) != "event":
+                bad.append(f"{what} classes: {prog.name} count({name}): only events are counted so")
+        for name in re.findall(r"\bverdict\(\s*(C_\w+)|\breturn\s+(C_\w+)\s*;", text):
+            name = name[0] or name[1]
+            if want.get(name) != "outcome":
+                bad.append(f"{what} classes: {prog.name} ends a frame with {name}, not an outcome")
+    return bad
 
 
 def members(path: Path, name: str = "skim_rec") -> list[str]:
@@ -111,7 +139,8 @@ def _defines(bpf_dir: Path) -> list[str]:
 
 
 def mismatches(bpf_dir: Path, tmp: Path, fields=vocab.RING_RECORD_FIELDS, hw=vocab.HW_COUNTERS,
-               sensor=vocab.SENSOR_COUNTERS) -> list[str]:
+               sensor=vocab.SENSOR_COUNTERS, hw_outcomes=vocab.HW_OUTCOMES,
+               hw_events=vocab.HW_EVENTS) -> list[str]:
     """Every way the C in ``bpf_dir`` and the given Python layout disagree ([] = they agree)."""
     bad = _ring(bpf_dir, tmp, fields)
     hw_got = probe(bpf_dir, tmp, "".join(_say(n, n) for n in enumerators(bpf_dir / "ring.h")))
@@ -120,6 +149,9 @@ def mismatches(bpf_dir: Path, tmp: Path, fields=vocab.RING_RECORD_FIELDS, hw=voc
     sen_names = enumerators(bpf_dir / "sensor.c")
     sen_got = probe(bpf_dir, tmp, "".join(_say(n, n) for n in sen_names), prelude=block)
     bad += _counters(bpf_dir / "sensor.c", sen_got, sensor, "sensor counters")
+    bad += _rule(bpf_dir / "ring.h", [bpf_dir / "hardworker.c"], hw_outcomes, hw_events, "hardworker")
+    bad += _rule(bpf_dir / "sensor.c", [bpf_dir / "sensor.c"], vocab.SENSOR_OUTCOMES,
+                 vocab.SENSOR_EVENTS, "sensor")
     return bad + _defines(bpf_dir)
 
 
@@ -148,10 +180,17 @@ def _edit(tmp_path, name, old, new) -> Path:
     ("ring.h", "__u32 base;", "__u32 base;\n\t__u8 extra;", "members"),  # a field added
     ("ring.h", "C_PASSED,", "C_PASSED,\n\tC_NEW,", "hardworker counters"),  # a counter added
     ("ring.h", "C_CAPTURED,", "C_CAPTURED = 5,", "values"),
-    ("sensor.c", "C_REWRITTEN = 0,\n\tC_PASSED,", "C_PASSED = 0,\n\tC_REWRITTEN,", "sensor counters"),
+    ("sensor.c", "C_REWRITTEN = 0,  /* outcome: a logger reply made the hardworker's: XDP_PASS */\n\tC_PASSED,",
+     "C_PASSED = 0,  /* outcome */\n\tC_REWRITTEN,", "sensor counters"),  # two swapped
     ("ring.h", "#define SKIM_KIND_RECORD 1", "#define SKIM_KIND_RECORD 2", "SKIM_KIND_"),
     ("skim.h", "#define SKIM_PSH 0x08", "#define SKIM_PSH 0x80", "TCP flags"),
     ("deliver.h", "#define SKIM_SLOTS 64", "#define SKIM_SLOTS 32", "SKIM_SLOTS"),
+    ("ring.h", "C_MAILBOX,          /* event", "C_MAILBOX,          /* outcome", "hardworker classes"),
+    ("sensor.c", "C_PASSED,         /* outcome", "C_PASSED,         /* event", "sensor classes"),
+    ("hardworker.c", "count(C_MATCHED);", "count(C_MATCHED);\n\tcount(C_PASSED);", "count(C_PASSED)"),
+    ("hardworker.c", "return C_DROPPED_ORDER;", "return C_MATCHED;", "not an outcome"),
+    ("sensor.c", "return verdict(C_REWRITTEN, XDP_PASS);", "count(C_REWRITTEN);\n\treturn XDP_PASS;",
+     "count(C_REWRITTEN)"),
 ])
 def test_a_changed_c_side_is_caught(tmp_path, name, old, new, expect):
     bad = mismatches(_edit(tmp_path, name, old, new), tmp_path)
@@ -168,6 +207,8 @@ NARROW = vocab.RING_RECORD_FIELDS[:-1] + (("base", "H"),)
     ({"fields": vocab.RING_RECORD_FIELDS[:-1]}, "members"),
     ({"hw": vocab.HW_COUNTERS[:-1]}, "hardworker counters"),
     ({"sensor": ("passed", "rewritten", "malformed")}, "sensor counters"),
+    ({"hw_outcomes": vocab.HW_OUTCOMES + ("matched",),
+      "hw_events": vocab.HW_EVENTS[1:]}, "hardworker classes"),
 ])
 def test_a_changed_python_side_is_caught(tmp_path, over, expect):
     bad = mismatches(BPF, tmp_path, **over)
