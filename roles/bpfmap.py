@@ -59,11 +59,12 @@ def prog_map_ids(prog_fd: int) -> list[int]:
 
 
 def map_info(map_fd: int) -> dict:
-    """struct bpf_map_info: key_size @8, value_size @12, max_entries @16, name[16] @24."""
+    """struct bpf_map_info: type @0, key_size @8, value_size @12, max_entries @16, map_flags @20,
+    name[16] @24."""
     raw = _info(map_fd, 40)
-    key, value, entries = struct.unpack_from("=III", raw, 8)
-    return {"key_size": key, "value_size": value, "max_entries": entries,
-            "name": raw[24:40].split(b"\0", 1)[0].decode(errors="replace")}
+    mtype, _id, key, value, entries, flags = struct.unpack_from("=IIIIII", raw, 0)
+    return {"type": mtype, "key_size": key, "value_size": value, "max_entries": entries,
+            "map_flags": flags, "name": raw[24:40].split(b"\0", 1)[0].decode(errors="replace")}
 
 
 def _elem(cmd: int, map_fd: int, key: int, value: ctypes.Array) -> None:

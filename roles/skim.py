@@ -1,10 +1,11 @@
 """The XDP middleware as the roles use it: HardworkerSkim (capture + forward) and SensorSkim.
 
-HardworkerSkim compiles ``bpf/hardworker.c`` with the run's constants, attaches it, and reads
+HardworkerSkim loads ``bpf/hardworker.c`` for the run's constants, attaches it, and reads
 its ring buffer with the callback-free ``RingReader``; ``drain()`` returns parsed records
 ``(key, seq, flags, payload)`` with ``key = (saddr_str, sport)``, ready for
-``roles.reassembly.Reassembler``. SensorSkim compiles and attaches ``bpf/sensor.c``.
-Construction is slow (bcc compiles: seconds of CPU); do it before reporting ready.
+``roles.reassembly.Reassembler``. SensorSkim loads and attaches ``bpf/sensor.c``.
+``xdp.load`` takes the program from the host's compiled-program cache (``roles.bpfcache``:
+milliseconds); only a miss compiles (seconds of CPU). Either way: before reporting ready.
 """
 
 import ctypes
@@ -98,7 +99,7 @@ class HardworkerSkim(_Attached):
             **self._policy_flags(deliver, record_len, capture_bytes),
             **({"SKIM_WAKE_RECORDS": wake_records} if wake_records is not None else {}))
         self.interface, self.xdp_mode, self.wakeup = interface, xdp_mode, wakeup
-        self.capture_bytes = capture_bytes
+        self.capture_bytes, self.flags = capture_bytes, flags
         self.attached_mode = None
         self.bpf = xdp.load("hardworker.c", flags)
         set_addrs(self.bpf, [(hw_ip, hw_mac), (logger_ip, logger_mac)])
@@ -165,7 +166,7 @@ class SensorSkim(_Attached):
         xdp.compile_flags(SKIM_TOS=tos)
         xdp.compile_flags(HW_MAC=hw_mac)  # validated; it goes in the map
         flags = xdp.compile_flags(SKIM_PORT=port, SENSOR_IP=sensor_ip, HW_IP=hw_ip, LOGGER_IP=logger_ip)
-        self.interface, self.xdp_mode = interface, xdp_mode
+        self.interface, self.xdp_mode, self.flags = interface, xdp_mode, flags
         self.attached_mode = None
         self.bpf = xdp.load("sensor.c", flags)
         set_addrs(self.bpf, [(hw_ip, hw_mac)])

@@ -1,7 +1,9 @@
-"""XDP plumbing for the roles: validated compile flags, bcc load, attach/detach, BPF stats.
+"""XDP plumbing for the roles: validated compile flags, load (pre-compiled), attach/detach, BPF stats.
 
-bcc and pyroute2 are imported lazily, so that ``detach_any`` (used by ``hostctl stop``) and the
-flag validation work on a host where bcc is missing.
+``load`` is the one way a role gets its program: from the host's compiled-program cache
+(``roles.bpfcache``), bcc compiling only on a miss. Attaching is one rtnetlink call
+(``roles.xdplink``). pyroute2 and bcc are imported lazily, so that ``detach_any`` (used by
+``hostctl stop``) and the flag validation work on a host where bcc is missing.
 
 XDP attached through netlink outlives the process that attached it, so ``attach`` first removes
 a stale program (a previous role that crashed) and says so, and ``detach``/``detach_any`` never
@@ -94,11 +96,13 @@ def compile_flags(**constants):
 
 
 def load(program_path, flags):
-    """Compile ``program_path`` with bcc and return the ``bcc.BPF`` object (takes seconds)."""
-    from bcc import BPF
+    """``program_path`` with ``flags`` loaded: a ``roles.bpfobj.Object`` with every XDP function
+    verified. From the host's compiled-program cache (``roles.bpfcache``: milliseconds); bcc
+    compiles it only on a miss (seconds)."""
+    from roles import bpfcache
+    from roles.bpfobj import Object
 
-    path = program_path if os.path.isabs(program_path) else os.path.join(BPF_DIR, program_path)
-    return BPF(src_file=path.encode(), cflags=list(flags))
+    return bpfcache.load(program_path, flags, load_as=Object.XDP)
 
 
 def _b(name):
@@ -175,18 +179,18 @@ def attach(bpf, fn_name, ifname, mode="generic"):
     leftover of a role that died without cleaning up.
     """
     _check_ifname(ifname)
-    from bcc import BPF
+    from roles.xdplink import set_xdp
 
     candidates = _mode_flags(mode)
     stale = detach_any(ifname)
     if stale:
         log.warning("detached a stale XDP program from %s: %s", ifname, stale)
-    fn = bpf.load_func(_b(fn_name), BPF.XDP)
+    fn = bpf.load_func(_b(fn_name), bpf.XDP)
     errors = []
     for flags in candidates:
         try:
-            BPF.attach_xdp(_b(ifname), fn, flags)
-        except Exception as exc:  # bcc raises plain Exception
+            set_xdp(ifname, fn.fd, flags)
+        except OSError as exc:
             errors.append(f"{'native' if flags == XDP_FLAGS_DRV_MODE else 'generic'}: {exc}")
             continue
         return {"mode": "native" if flags == XDP_FLAGS_DRV_MODE else "generic", "stale": stale}
@@ -202,16 +206,13 @@ def detach(ifname, mode="generic"):
         return False
     if info is None:
         return False
-    try:
-        from bcc import BPF
+    from roles.xdplink import set_xdp
 
-        for flags in _mode_flags(mode):
-            try:
-                BPF.remove_xdp(_b(ifname), flags)
-            except Exception:
-                pass
-    except ImportError:
-        pass
+    for flags in _mode_flags(mode):
+        try:
+            set_xdp(ifname, -1, flags)
+        except OSError:
+            pass
     if attached_prog(ifname) is not None:  # another mode, or remove_xdp failed quietly
         detach_any(ifname)
     if attached_prog(ifname) is not None:
