@@ -114,13 +114,18 @@ def lab_status(c, inventory=None):
 @task(help={"inventory": INV_HELP, "hosts": HOSTS_HELP,
             "install-deps": "install host prerequisites (bcc, headers, pyroute2, iproute2, ethtool) with apt",
             "accept-new-host-keys": "trust host keys not yet in known_hosts (never a changed key)",
-            "check": "report what each host would change, change nothing"})
-def deploy(c, inventory=None, hosts=None, install_deps=False, accept_new_host_keys=False, check=False):
+            "check": "report what each host would change, change nothing",
+            "guard-unit": "also write and enable the guard's systemd unit (real hosts only; docs/guard.md)"})
+def deploy(c, inventory=None, hosts=None, install_deps=False, accept_new_host_keys=False, check=False,
+           guard_unit=False):
     """Clone or git pull --ff-only the code on every host and check its runtime."""
     from tcpskim.deploy import code_source, control_warnings, deploy as do_deploy
 
     inv = _inventory(inventory)
     targets = _select(inv, hosts)
+    if guard_unit and inv.lab is not None:  # lab hosts are namespaces of this machine: one systemd
+        raise Exit("error: --guard-unit: the lab's hosts share this machine's systemd; the unit is for "
+                   "real hosts (in the lab: invoke guard.start)", code=2)
     try:
         code_source(inv)  # which branch hosts pull: known before any SSH
         warnings = control_warnings(inv)
@@ -129,7 +134,7 @@ def deploy(c, inventory=None, hosts=None, install_deps=False, accept_new_host_ke
     for w in warnings:
         print(f"warning: {w}")
     with _fleet(c, inv, accept_new_host_keys) as fleet:
-        results = do_deploy(fleet, targets, install=install_deps, check=check)
+        results = do_deploy(fleet, targets, install=install_deps, check=check, guard_unit=guard_unit)
     _finish("deploy (check)" if check else "deploy", results, ["commit"])
 
 
@@ -182,7 +187,7 @@ def fix_network(c, inventory=None, dry_run=False, watch=False, interval=None, mi
 @task(help={"inventory": INV_HELP, "hosts": HOSTS_HELP,
             "timeout": "seconds between SIGTERM and SIGKILL (default 5)"})
 def stop(c, inventory=None, hosts=None, timeout=None):
-    """Stop tcpskim roles on every host and detach any XDP program from the data-plane interface."""
+    """Stop tcpskim roles and the network guard on every host; detach any XDP program."""
     from tcpskim.stop import stop as do_stop
 
     inv = _inventory(inventory)
@@ -190,7 +195,7 @@ def stop(c, inventory=None, hosts=None, timeout=None):
     timeout = _checked(options.number, 5 if timeout is None else timeout, "timeout", "stop_timeout_s")
     with _fleet(c, inv) as fleet:
         results = do_stop(fleet, targets, timeout)
-    _finish("stop", results)
+    _finish("stop", results, ["guard"])
 
 
 @task(help={"inventory": INV_HELP, "hosts": HOSTS_HELP})
@@ -221,9 +226,12 @@ def accept_host_keys(c, inventory=None, hosts=None):
             "deliver": "what the hardworker is promised, same in both modes: all, "
                        "filter:outside:LO..HI, filter:deadband:D, filter:every:N or latest[:HZ] "
                        "(default: inventory, else all); the logger always stores every record",
-            "progress": "show a progress bar (default on when the terminal is interactive)"})
+            "progress": "show a progress bar (default on when the terminal is interactive)",
+            "guard": "run the network guard on every host during the run (also experiment.guard = true); "
+                     "a guard the run started is stopped at its end, one already running is left running"})
 def run_experiment(c, inventory=None, rate=None, size=None, duration=None, warmup=None, modes=None, repeat=None,
-                   wakeup=None, sensors=None, idle=True, tag="", work_us=None, deliver=None, progress=True):
+                   wakeup=None, sensors=None, idle=True, tag="", work_us=None, deliver=None, progress=True,
+                   guard=False):
     """Run trials (idle baseline, xdp, tcp) and measure the hardworker; results/<run-id>/."""
     from tcpskim.experiment import RunFailed, Runner
     from tcpskim.plan import params
@@ -233,7 +241,8 @@ def run_experiment(c, inventory=None, rate=None, size=None, duration=None, warmu
         p = params(inv.experiment, rate=rate, size=size, duration=duration, warmup=warmup, modes=modes,
                    repeat=repeat, wakeup=wakeup, sensors=sensors,
                    idle=idle and inv.experiment["idle"], tag=tag,  # either one turns idle off
-                   max_sensors=len(inv.sensors), work_us=work_us, deliver=deliver)
+                   max_sensors=len(inv.sensors), work_us=work_us, deliver=deliver,
+                   guard=guard or inv.experiment["guard"])
     except inventory_mod.InventoryError as exc:
         raise Exit(f"error: {exc}", code=2) from None
     with _fleet(c, inv, report=False) as fleet:  # the runner reports each host's failure once
@@ -310,5 +319,50 @@ def demo(c, inventory=None, duration=None, repeat=None):
     collect(c, inventory=path)
 
 
+# --- the network guard ----------------------------------------------------------------------
+@task(help={"inventory": INV_HELP, "hosts": HOSTS_HELP,
+            "check": "report what each host would do (start / reload / unchanged), change nothing"})
+def guard_start(c, inventory=None, hosts=None, check=False):
+    """Start the network guard on every host (or make a running one reload): peers' MACs read live."""
+    from tcpskim import guardops
+
+    inv = _inventory(inventory)
+    targets = _select(inv, hosts)
+    with _fleet(c, inv) as fleet:
+        results = guardops.start(fleet, targets, check=check)
+    _finish("guard.start (check)" if check else "guard.start", results, ["action", "pid", "peers", "cpus"])
+
+
+@task(help={"inventory": INV_HELP, "hosts": HOSTS_HELP,
+            "timeout": "seconds between SIGTERM and SIGKILL (default 5)",
+            "check": "report which guard would be stopped, change nothing"})
+def guard_stop(c, inventory=None, hosts=None, timeout=None, check=False):
+    """Stop the network guard on every host (idempotent)."""
+    from tcpskim import guardops
+
+    inv = _inventory(inventory)
+    targets = _select(inv, hosts)
+    timeout = _checked(options.number, 5 if timeout is None else timeout, "timeout", "stop_timeout_s")
+    with _fleet(c, inv) as fleet:
+        results = guardops.stop(fleet, targets, timeout, check=check)
+    _finish("guard.stop (check)" if check else "guard.stop", results, ["stopped"])
+
+
+@task(help={"inventory": INV_HELP, "hosts": HOSTS_HELP,
+            "events": "how many recent events to show per host (default 10)"})
+def guard_status(c, inventory=None, hosts=None, events=None):
+    """Show each host's guard: state, live pins, counters and its last events with their times."""
+    from tcpskim import guardops
+
+    inv = _inventory(inventory)
+    targets = _select(inv, hosts)
+    events = _checked(options.number, 10 if events is None else events, "events", "guard_events")
+    with _fleet(c, inv) as fleet:
+        results = guardops.status(fleet, targets, events)
+    guardops.print_events(results)
+    _finish("guard.status", results, ["state", "pins", "counts"])
+
+
 ns = Collection(deploy, doctor, fix_network, stop, accept_host_keys, run_experiment, collect, report, demo)
 ns.add_collection(Collection("lab", up=lab_up, down=lab_down, status=lab_status))
+ns.add_collection(Collection("guard", start=guard_start, stop=guard_stop, status=guard_status))

@@ -18,7 +18,8 @@ import subprocess
 import sys
 import time
 
-from roles import fsutil, guardcfg, procs
+from roles import fsutil, guardcfg
+from roles.proctab import live_argv
 from roles.guardcfg import GuardError
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,7 +27,7 @@ DEFAULT_STATE_DIR = os.path.join(CHECKOUT, ".tcpskim")
 READY_TIMEOUT_S = 15.0
 
 
-_cmdline = procs.live_argv  # the argv of a live (non-zombie) process, or None
+_cmdline = live_argv  # the argv of a live (non-zombie) process, or None
 
 
 def _is_guard(pid: int, state_dir: str) -> bool:
@@ -79,12 +80,13 @@ def _wait_applied(state_dir: str, pid: int, token: str, timeout: float) -> dict:
         time.sleep(0.05)
 
 
-def _install(cfg: dict, check: bool) -> dict:
-    """Keep cfg as the guard's config, start or reload the daemon; the common end of start and set-peer."""
+def _install(cfg: dict, check: bool, force: bool = False) -> dict:
+    """Keep cfg as the guard's config, start or reload the daemon; the common end of start and set-peer.
+    ``force``: reload even when the config is the same (what the daemon learnt was dropped)."""
     state_dir = cfg["state_dir"]
     p = guardcfg.paths(state_dir)
     old = guardcfg.read_json(p["config"])
-    same = old is not None and {k: v for k, v in old.items() if k not in ("since", "token")} == \
+    same = not force and old is not None and {k: v for k, v in old.items() if k not in ("since", "token")} == \
         {k: v for k, v in cfg.items() if k not in ("since", "token")}
     pids = guard_pids(state_dir)
     action = ("unchanged" if same else "reload") if pids else "start"
@@ -110,10 +112,27 @@ def start(args) -> dict:
     cfg = guardcfg.read_json(args.config)
     if cfg is None:
         raise GuardError(f"guard config: cannot read {args.config} as JSON")
+    return start_config(cfg, args.check)
+
+
+def start_config(cfg, check: bool, live: bool = False) -> dict:
+    """``start`` with the config itself. ``live``: its peers' MACs were just read from the peers
+    themselves, so they are newer than anything learnt before: a learnt MAC that disagrees is
+    dropped (``dropped_learned`` in the answer) and the daemon reloads."""
     cfg = guardcfg.validate(cfg)
     cfg.pop("since", None)
     cfg.pop("token", None)
-    return _install(cfg, args.check)
+    stale = []
+    if live:
+        path = guardcfg.paths(cfg["state_dir"])["learned"]
+        learned = guardcfg.read_json(path, {})
+        stale = sorted(ip for ip, w in learned.items()
+                       if ip in cfg["peers"] and not (isinstance(w, dict) and w.get("mac") == cfg["peers"][ip]))
+        if stale and not check:
+            guardcfg.write_json(path, {ip: w for ip, w in learned.items() if ip not in stale})
+    out = _install(cfg, check, force=bool(stale))
+    out["dropped_learned"] = stale
+    return out
 
 
 def set_peer(args) -> dict:

@@ -23,6 +23,7 @@ from pathlib import Path
 from roles.answer import add_check, answer, failure
 
 NUD_PERMANENT = 0x80
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _ipr():
@@ -114,6 +115,8 @@ def facts(args) -> dict:
             "arch": platform.machine(),
             "hostname": platform.node(),
             "time": time.time(),
+            "checkout": CHECKOUT,  # absolute: where this host's state_dir lives
+            "ncpu": os.cpu_count(),
         }
 
 

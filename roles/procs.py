@@ -18,22 +18,11 @@ import sys
 import time
 
 from roles import fsutil, runtime
+from roles.proctab import live_argv  # noqa: F401 - also used as procs.live_argv
 from roles.answer import add_check, answer, shape
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_STATE_DIR = os.path.join(CHECKOUT, ".tcpskim")
-
-
-def live_argv(pid: int):
-    """The argv of a live (non-zombie) process, or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return None
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except (OSError, IndexError):
-        return None
 
 
 def role_cmdline(pid: int):
@@ -158,9 +147,14 @@ def _stop_check(args) -> dict:
     if args.interface:
         from roles.netops import _xdp_prog
         prog = _xdp_prog(args.interface)
+    guard = []
+    if args.guard:
+        from roles import guardctl
+        guard = guardctl.guard_pids(os.path.abspath(args.state_dir))
     parts = ([f"would stop {', '.join(running)}"] if running else []) + \
-        ([f"would detach XDP prog {prog} from {args.interface}"] if prog else [])
-    return answer({"running": running, "xdp_prog_id": prog}, changed=bool(parts),
+        ([f"would detach XDP prog {prog} from {args.interface}"] if prog else []) + \
+        ([f"would stop the guard (pid {', '.join(map(str, guard))})"] if guard else [])
+    return answer({"running": running, "xdp_prog_id": prog, "guard": guard}, changed=bool(parts),
                   msg="; ".join(parts) or "nothing running")
 
 
@@ -184,11 +178,22 @@ def stop(args) -> dict:
     if args.interface:
         from roles.xdp import detach_any
         detached = detach_any(args.interface)
+    guard = _stop_guard(args) if args.guard else []
     parts = ([f"stopped {', '.join(stopped)}"] if stopped else []) + \
         ([f"KILLED {', '.join(killed)}"] if killed else []) + \
-        ([f"detached XDP from {args.interface}"] if detached else [])
-    return answer({"stopped": stopped, "killed": killed, "stale_pidfiles": stale, "xdp_detached": detached},
-                  changed=bool(stopped or killed or detached), msg="; ".join(parts) or "nothing running")
+        ([f"detached XDP from {args.interface}"] if detached else []) + \
+        ([f"stopped the guard (pid {', '.join(map(str, guard))})"] if guard else [])
+    return answer({"stopped": stopped, "killed": killed, "stale_pidfiles": stale, "xdp_detached": detached,
+                   "guard_stopped": guard},
+                  changed=bool(stopped or killed or detached or guard), msg="; ".join(parts) or "nothing running")
+
+
+def _stop_guard(args) -> list[int]:
+    """The guard of this state dir stopped too (``stop --guard``); the pids it had."""
+    from roles import guardctl  # only when asked: a plain stop stays as small as it was
+
+    out = guardctl.stop(argparse.Namespace(state_dir=args.state_dir, timeout=args.timeout, check=False))
+    return out["stopped"] + out["killed"]
 
 
 def status(args) -> dict:
@@ -235,6 +240,7 @@ def register(sub) -> None:
     p.add_argument("--role", help="only this role (sensor, hardworker, logger)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds before SIGKILL (default 10)")
     p.add_argument("--interface", help="detach any XDP program from this interface afterwards")
+    p.add_argument("--guard", action="store_true", help="stop the network guard of this state dir too")
     add_check(p)
     p.set_defaults(func=stop)
     p = sub.add_parser("status", help="which roles are running")

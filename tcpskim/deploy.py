@@ -92,13 +92,22 @@ def install_deps(fleet: Fleet, host: Host) -> str:
     return f"apt: {pkgs}" + (f" {got[0]}" if got else " (no kernel headers package found)") + " present"
 
 
-def deploy(fleet: Fleet, hosts: list[Host], *, install: bool = False, check: bool = False) -> list[HostResult]:
+def deploy(fleet: Fleet, hosts: list[Host], *, install: bool = False, check: bool = False,
+           guard_unit: bool = False) -> list[HostResult]:
+    """``guard_unit``: also write and enable the guard's systemd unit (a second call, with the
+    code just pulled: ``hostctl guard-unit``)."""
     remote, branch = code_source(fleet.inv)
     control_head = localgit.head()
 
     def one(host: Host) -> HostResult:
         notes = [install_deps(fleet, host)] if install and not check else []
         ans = update_host(fleet, host, remote, branch, check)
+        if guard_unit and ans.data.get("action") == "would clone":
+            notes.append("would write and enable the guard unit after the clone")
+        elif guard_unit:
+            unit = fleet.call(host, "guard-unit", *(["--check"] if check else []))
+            ans.changed |= unit.changed
+            notes.append(unit.msg)
         new = ans.data.get("commit") or ""
         if new and new != control_head:
             notes.append(f"differs from control HEAD {control_head[:10]}")

@@ -7,6 +7,11 @@ finish), a summary row written after each (results.py).
 Ctrl-C, SIGTERM/SIGHUP (signals.py) or any failure stops every role everywhere, detaches
 XDP, keeps the partial results and marks the run failed. One folder per run:
 ``results/<run-id>/``.
+
+With ``guard`` (``--guard``, ``experiment.guard``) the network guard runs on every inventory
+host from preflight to the end (``guardops.start``: started, or reloaded with the live MACs).
+The run stops the guards it started, when it ends for any reason; a guard that was already
+running stays. The guard is no trial's role: the sweeps around trials leave it alone.
 """
 
 from __future__ import annotations
@@ -95,6 +100,7 @@ class Runner:
                              if self.inv.lab is not None and hasattr(os, "sched_setaffinity") else [])
         self.idle_rate: dict[int, float] = {}  # repeat -> busy CPU s per s with no traffic
         self.session_opts: dict = {}  # TrialSession keywords (unit tests poll faster)
+        self.guards_started: list[Host] = []  # hosts whose guard this run started (stopped at its end)
 
     def testbed(self) -> Testbed:
         """Preflight every host taking part; what every trial of the run shares."""
@@ -123,6 +129,7 @@ class Runner:
         finally:
             if affinity:
                 os.sched_setaffinity(0, affinity)
+            self._guards_down()
         folder.finish("ok")
         self.out(f"run {folder.run_id} ok: {folder.path}")
         return folder
@@ -157,6 +164,8 @@ class Runner:
         p = self.p
         bed = self.testbed()
         folder.set_hosts({h.name: {"role": h.role, **bed.facts[h.name]} for h in self.hosts})
+        if p.guard:
+            self._guards_up()
         t_run = time.time()
         for i, trial in enumerate(self.plan):
             self.out(f"[{i + 1}/{len(self.plan)}] {trial.id}  (elapsed {time.time() - t_run:.0f} s)")
@@ -167,6 +176,28 @@ class Runner:
             rows.append(row)
             folder.write_summary(rows)
             self.out("    " + _row_line(row))
+
+    def _guards_up(self):
+        """The guard on every inventory host (its peers are all of them), or RunFailed naming a host."""
+        from .guardops import start
+
+        results = start(self.fleet, list(self.inv.hosts))
+        self.guards_started = [self.inv.host(r.host) for r in results if r.data.get("action") == "start"]
+        bad = [f"{r.host}: {r.detail}" for r in results if r.failed]
+        if bad:
+            raise RunFailed("guard: " + "; ".join(bad))
+        self.out("guard: " + ", ".join(f"{r.host} {r.data['action']} (pid {r.data['pid']})" for r in results))
+
+    def _guards_down(self):
+        if not self.guards_started:
+            return
+        from .guardops import stop
+
+        hosts, self.guards_started = self.guards_started, []
+        for r in stop(self.fleet, hosts):
+            with contextlib.suppress(OSError):
+                self.out(f"guard on {r.host}: {r.detail}" if not r.failed else
+                         f"guard on {r.host}: could not stop it: {r.detail}")
 
     def print_plan(self, folder: RunFolder):
         p = self.p

@@ -29,7 +29,8 @@ def discover_macs(fleet: Fleet, hosts: list[Host]) -> list[HostResult]:
             raise HostError(f"{h.interface} is down")
         if h.mac and mac != h.mac:
             raise HostError(f"{h.interface} has MAC {mac}, inventory hosts.{h.name}.mac says {h.mac}")
-        return HostResult(h.name, "ok", f"{h.interface} {mac}", {"mac": mac, "ip": h.ip})
+        return HostResult(h.name, "ok", f"{h.interface} {mac}",
+                          {"mac": mac, "ip": h.ip, "checkout": f.get("checkout"), "ncpu": f.get("ncpu")})
 
     return fleet.each(hosts, one)
 

@@ -24,6 +24,7 @@ LIMITS = {
     "watch_interval_s": vocab.Limit(0.1, 3_600),
     "watch_misses": vocab.Limit(1, 1_000, int),
     "sensors": vocab.Limit(1, 10_000, int),
+    "guard_events": vocab.Limit(0, 50, int),  # the guard's status keeps its last 50 events
 }
 
 

@@ -74,16 +74,18 @@ class Params:
     tag: str
     work_us: float = 0.0
     deliver: str = "all"
+    guard: bool = False  # the network guard runs on every host during the run
 
     def as_dict(self) -> dict:
         return {"rates": list(self.rates), "sizes": list(self.sizes), "duration_s": self.duration_s,
                 "warmup_s": self.warmup_s, "tail_s": self.tail_s, "modes": list(self.modes),
                 "repeat": self.repeat, "wakeup": self.wakeup, "sensors": self.sensors, "idle": self.idle,
-                "tag": self.tag, "work_us": self.work_us, "deliver": self.deliver}
+                "tag": self.tag, "work_us": self.work_us, "deliver": self.deliver, "guard": self.guard}
 
 
 def params(defaults: dict, *, rate=None, size=None, duration=None, warmup=None, modes=None, repeat=None,
-           wakeup=None, sensors=None, idle=None, tag="", max_sensors=1, work_us=None, deliver=None) -> Params:
+           wakeup=None, sensors=None, idle=None, tag="", max_sensors=1, work_us=None, deliver=None,
+           guard=None) -> Params:
     """Task options over inventory defaults; every bad option is a one-line error naming it
     (``options.OptionError``, an ``InventoryError``)."""
     def given(value, key):
@@ -105,7 +107,8 @@ def params(defaults: dict, *, rate=None, size=None, duration=None, warmup=None, 
         repeat=options.number(given(repeat, "repeat"), "repeat", "repeat"),
         wakeup=wk, sensors=n_sensors, idle=bool(defaults["idle"] if idle is None else idle),
         tag=options.tag(tag), work_us=options.number(given(work_us, "work_us"), "work-us", "work_us"),
-        deliver=options.deliver(deliver if deliver is not None else defaults.get("deliver", "all")))
+        deliver=options.deliver(deliver if deliver is not None else defaults.get("deliver", "all")),
+        guard=bool(defaults.get("guard", False) if guard is None else guard))
 
 
 def trials(p: Params) -> list[Trial]:

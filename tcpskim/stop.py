@@ -3,6 +3,8 @@
 A role killed with SIGKILL cannot detach its own XDP program, and a program attached through
 netlink outlives its process and silently swallows the port's traffic: this is the sweep
 that removes it. Safe to run any number of times, with nothing running, or before deploy.
+``invoke stop`` stops the network guard too (``guard=True``, in the same host command); the
+sweeps before and after a run's trials leave a running guard alone (it is no trial's role).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .inventory import Host
 _XDP_SHOWN = re.compile(r"\bxdp(generic|drv|offload|multi)?\b|prog/xdp")  # how `ip link` shows one
 
 
-def stop_host(fleet: Fleet, host: Host, timeout: float = 5.0) -> HostResult:
+def stop_host(fleet: Fleet, host: Host, timeout: float = 5.0, guard: bool = False) -> HostResult:
     if fleet.run(host, f"test -d {remote_path(host.checkout)}/roles", warn=True).exited != 0:
         # No checkout yet, so no roles; still sweep XDP with iproute2 in case something is left.
         # Plain "xdp off" would only clear the driver mode: clear each mode, then read back.
@@ -29,9 +31,10 @@ def stop_host(fleet: Fleet, host: Host, timeout: float = 5.0) -> HostResult:
                                                    f"{(r.stderr or r.stdout).strip()[:160]}")
         return HostResult(host.name, "ok", "no checkout: nothing to stop")
     ans = fleet.call(host, "stop", "--interface", host.interface, "--timeout", str(timeout),
-                     timeout=timeout + 60)
-    return ans.result(host.name, data={"detached": bool(ans.data.get("xdp_detached"))})
+                     *(["--guard"] if guard else []), timeout=timeout + 60)
+    return ans.result(host.name, data={"detached": bool(ans.data.get("xdp_detached")),
+                                       "guard": "stopped" if ans.data.get("guard_stopped") else ""})
 
 
-def stop(fleet: Fleet, hosts: list[Host], timeout: float = 5.0) -> list[HostResult]:
-    return fleet.each(hosts, lambda h: stop_host(fleet, h, timeout))
+def stop(fleet: Fleet, hosts: list[Host], timeout: float = 5.0, guard: bool = True) -> list[HostResult]:
+    return fleet.each(hosts, lambda h: stop_host(fleet, h, timeout, guard))

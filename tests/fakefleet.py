@@ -23,7 +23,10 @@ Two kinds of host, chosen per host name:
   start time: the process is gone, no summary, as after SIGKILL; ``"hardworker-0@xdp"``
   in one mode's trials only), ``summary_patch``;
   per host: ``xdp_prog_id`` (left attached until ``stop --interface``), ``offset_s`` (its
-  clock against the control machine's, as ``date`` shows it).
+  clock against the control machine's, as ``date`` shows it). Its network guard is simulated
+  too: ``guard-start`` validates the config as the host does (``roles.guardcfg``) and keeps it
+  in ``guard`` (None: not running) with ``guard_pid``; ``guard-stop`` and ``stop --guard`` end
+  it; ``guard-status`` reports it with ``guard_events``.
 
 ``fake_inventory(tmp)`` writes a three-host (or more) inventory whose checkouts are the
 RoleHosts' folders. Other unit tests (netfix, doctor, stop, collect) can use the same fleet.
@@ -31,6 +34,7 @@ RoleHosts' folders. Other unit tests (netfix, doctor, stop, collect) can use the
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -154,7 +158,11 @@ class RoleHost(FakeHost):
         self.on(rf"^test -d {ck}/roles$", "")
         self.on(r"^mkdir -p (\S+)$", self._mkdir).on(r"^mv (\S+) (\S+)$", self._mv)
         self.on(r"for f in \*\.pid", self._liveness)
-        for sub in ("start", "wait-ready", "go", "stop", "facts", "status"):
+        self.guard: dict | None = None  # the running guard's config
+        self.guard_pid: int | None = None
+        self.guard_events: list[dict] = []
+        for sub in ("start", "wait-ready", "go", "stop", "facts", "status", "guard-start", "guard-stop",
+                    "guard-status"):
             self.hostctl_on(sub, getattr(self, "_" + sub.replace("-", "_")))
 
     # --- files: real under the checkout, in memory elsewhere (/tmp staging) ---------------
@@ -281,13 +289,48 @@ class RoleHost(FakeHost):
             detached = None
             if _flag(argv, "--interface"):
                 detached, self.xdp_prog_id = self.xdp_prog_id, None
-        return answer({"stopped": stopped, "killed": [], "stale_pidfiles": [], "xdp_detached": detached},
-                      changed=bool(stopped or detached), msg=f"stopped {', '.join(stopped)}" if stopped else "nothing running")
+            guard = self._end_guard() if "--guard" in argv else []
+        return answer({"stopped": stopped, "killed": [], "stale_pidfiles": [], "xdp_detached": detached,
+                       "guard_stopped": guard}, changed=bool(stopped or detached or guard),
+                      msg="; ".join(([f"stopped {', '.join(stopped)}"] if stopped else []) +
+                                    ([f"stopped the guard (pid {guard[0]})"] if guard else [])) or "nothing running")
+
+    # --- the guard -------------------------------------------------------------------------
+    def _end_guard(self) -> list[int]:
+        pids = [self.guard_pid] if self.guard is not None else []
+        self.guard, self.guard_pid = None, None
+        return pids
+
+    def _guard_start(self, argv):
+        from roles import guardcfg
+
+        cfg = guardcfg.validate(json.loads(_flag(argv, "--config-json")))
+        action = "start" if self.guard is None else "unchanged" if cfg == self.guard else "reload"
+        if "--check" not in argv:
+            self.guard, self.guard_pid = cfg, self.guard_pid or 40000 + len(self.name)
+        return answer({"action": action, "pid": self.guard_pid, "interface": cfg["interface"],
+                       "peers": cfg["peers"], "dropped_learned": []},
+                      changed=action != "unchanged", msg=f"{action} (pid {self.guard_pid})")
+
+    def _guard_stop(self, argv):
+        pids = [self.guard_pid] if self.guard is not None else []
+        if "--check" not in argv:
+            self._end_guard()
+        return answer({"stopped": pids, "killed": []}, changed=bool(pids),
+                      msg=f"stopped the guard (pid {pids[0]})" if pids else "no guard running")
+
+    def _guard_status(self, argv):
+        n = int(_flag(argv, "--events", "10"))
+        cfg = self.guard or {}
+        return {"running": self.guard is not None, "pid": self.guard_pid, "started": 1.0 if self.guard_events else None,
+                "updated": time.time(), "counts": dict(collections.Counter(e["kind"] for e in self.guard_events)),
+                "events": self.guard_events[-n:] if n else [],
+                "live": {ip: {"mac": mac, "state": "permanent", "ok": True} for ip, mac in cfg.get("peers", {}).items()}}
 
     def _facts(self, argv):
         return {"interface": self.interface, "mac": self.mac, "link_up": True, "mtu": 1500, "ipv4": [],
                 "xdp_prog_id": self.xdp_prog_id, "kernel": "6.18.0-fake", "arch": "x86_64",
-                "hostname": self.name, "time": time.time()}
+                "hostname": self.name, "time": time.time(), "checkout": str(self.checkout), "ncpu": os.cpu_count()}
 
     def _status(self, argv):
         self.advance()

@@ -121,7 +121,7 @@ def test_stop_reads_changed_from_the_answer(tmp_path):
     fleet = role_fleet(tmp_path)
     fleet.hosts["hardworker"].xdp_prog_id = 42
     results = {r.host: r for r in stop.stop(fleet, list(fleet.inv.hosts))}
-    assert results["hardworker"].status == "changed" and results["hardworker"].data == {"detached": True}
+    assert results["hardworker"].status == "changed" and results["hardworker"].data == {"detached": True, "guard": ""}
     assert results["logger"].status == "ok" and results["logger"].detail == "nothing running"
 
 
