@@ -218,7 +218,7 @@ def test_a_mac_change_mid_trial_reaches_every_pin_and_the_xdp_rewrite(deployed):
         assert st.returncode == 0, st.stdout + st.stderr
         assert re.search(r"^sensor: last \d+ guard event\(s\)$", st.stdout, re.M), st.stdout
         assert re.search(rf"^  \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{{3}}Z learn +ip={re.escape(logger.ip)} "
-                         rf"old={re.escape(old)} mac={re.escape(NEW_LOGGER_MAC)}", st.stdout, re.M), st.stdout
+                         rf"mac={re.escape(NEW_LOGGER_MAC)} old={re.escape(old)}", st.stdout, re.M), st.stdout
         for h in inv.hosts:
             assert re.search(rf"^{h.name}\s+ok\s+running \(pid \d+, since [^)]+\)\s+3/3 ok", st.stdout, re.M), st.stdout
     finally:
