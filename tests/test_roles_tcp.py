@@ -191,7 +191,7 @@ def test_stop_kills_and_is_idempotent(trial):
     assert out["stopped"] == ["logger-0"] and out["killed"] == ["hardworker-0"]
     assert trial.summary("logger-0")["status"] == "ok"
     _, again = trial.procs("stop", "--state-dir", trial.state_dir, "--timeout", "1")
-    assert again == {"stopped": [], "killed": [], "stale_pidfiles": [], "xdp_detached": None}
+    assert again == {"stopped": [], "killed": [], "stale_pidfiles": [], "xdp_detached": None, "guard_stopped": []}
     _, st = trial.procs("status", "--state-dir", trial.state_dir)
     assert st == {"running": {}, "stale_pidfiles": []}
     assert os.listdir(os.path.join(trial.state_dir, "pids")) == []
