@@ -29,6 +29,7 @@ import ctypes
 import logging
 import os
 import re
+import threading
 import time
 
 log = logging.getLogger("tcpskim.attribution")
@@ -266,10 +267,37 @@ class Tracer:
         from roles import attribution_read
         self.t_open = self.t_close = None
         self._set_ctl()
+        self._learn_idle()
         self.base = attribution_read.base(self)
         self.edges = [self._edge()]
         self.t_open = time.monotonic_ns()
         self._set_ctl()
+
+    def _learn_idle(self, tries=10):
+        """Make each measured CPU switch its idle task out once before the window opens.
+
+        The program learns a CPU's idle task when it switches out (prev pid 0: no task_struct
+        layout needed). Until then a switch *to* idle looks like a switch to an unknown task,
+        and a CPU that stayed idle from attach to open (an idle trial, 50 Hz) had whole idle
+        stretches charged as busy: 0.17-0.35 s of a 10 s window, seen as negative unattributed
+        time. A 1 ms sleep pinned to the CPU wakes from idle: prev = the idle task. A CPU kept
+        busy by another task does not idle, so this gives up after ``tries`` (the read side
+        still reclassifies the idle task's time)."""
+        st = self.bpf[b"st"]
+        me = threading.get_native_id()
+        old = os.sched_getaffinity(me)
+        try:
+            for c in self.cpus:
+                try:
+                    os.sched_setaffinity(me, {c})
+                except OSError:  # not ours to run on (cpuset): the read side still reclassifies
+                    continue
+                for _ in range(tries):
+                    if st[ctypes.c_int(c)].idle_task:
+                        break
+                    time.sleep(0.001)
+        finally:
+            os.sched_setaffinity(me, old)
 
     def close(self):
         self.t_close = time.monotonic_ns()

@@ -94,6 +94,19 @@ def _acc(tr):
     return acc
 
 
+def _idle_as_idle(tr, acc):
+    """A switch to the idle task before the program knew it (it learns a CPU's idle task when
+    that switches out) was charged to "a task": that time is idle. Applied after the base is
+    subtracted, so base and window are keyed alike."""
+    task, idle = KINDS.index("task"), KINDS.index("idle")
+    st = tr.bpf[b"st"]
+    idle_task = {cpu: st[ctypes.c_int(cpu)].idle_task for cpu in tr.cpus}
+    for key in [k for k in acc if k[1] == task and k[2] and k[2] == idle_task.get(k[0])]:
+        ns, n = acc.pop(key)
+        a = acc.setdefault((key[0], idle, 0), [0, 0])
+        a[0], a[1] = a[0] + ns, a[1] + n
+
+
 def _counters(tr):
     """{(cpu, name, id): n}: per-CPU counters (all CPUs: a wake-up counts where it completes)."""
     out = {}
@@ -140,6 +153,7 @@ def read(tr) -> dict:
              for k, v in bpf[b"tinfo"].items()}
     periods = _periods(bpf, tr.rb_bytes)
     _tail(tr, acc, periods)
+    _idle_as_idle(tr, acc)
     periods.sort(key=lambda p: (p["start"], p["cpu"]))
     fns = {ident: _ksym(bpf, ident) for (_c, name, ident) in counters if name.endswith("_fn")}
     return {"cpus": tr.cpus, "t_open": tr.t_open, "t_close": tr.t_close, "acc": acc,
