@@ -102,7 +102,8 @@ def load(program_path, flags):
     from roles import bpfcache
     from roles.bpfobj import Object
 
-    return bpfcache.load(program_path, flags, load_as=Object.XDP)
+    path = program_path if os.path.isabs(program_path) else os.path.join(BPF_DIR, program_path)
+    return bpfcache.load(path, flags, load_as=Object.XDP)
 
 
 def _b(name):
