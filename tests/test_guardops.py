@@ -217,3 +217,26 @@ def test_live_macs_replace_what_was_learnt(tmp_path):
     assert out["dropped_learned"] == ["198.18.0.3"] and out["action"] == "start"
     assert json.loads((state / "guard" / "learned.json").read_text()) == learned  # --check changed nothing
     assert guardctl.start_config(dict(cfg), check=True)["dropped_learned"] == []  # not live: learnt MACs stay
+
+
+def test_deploy_guard_unit_asks_each_host_after_its_pull(tmp_path):
+    from fakefleet import FakeFleet, FakeHost, fake_inventory
+    from test_fleetops import deploy_reply
+
+    from tcpskim import deploy
+
+    inv = fake_inventory(tmp_path)
+    fleet = FakeFleet(inv, {h.name: FakeHost(h.name) for h in inv.hosts})
+    for name, fh in fleet.hosts.items():
+        fh.hostctl_on("deploy", deploy_reply(changed=False))
+        fh.hostctl_on("guard-unit", lambda argv: guardhost.answer(
+            {"unit": "/etc/systemd/system/tcpskim-guard.service"}, changed=True,
+            msg="would write and enable it" if "--check" in argv else "wrote and enabled it"))
+    results = {r.host: r for r in deploy.deploy(fleet, list(inv.hosts), check=True, guard_unit=True)}
+    assert all(r.status == "changed" and r.detail.endswith("; would write and enable it") for r in results.values())
+    for h in inv.hosts:
+        assert [c.what[0] for c in fleet.calls if c.host == h.name] == ["deploy", "guard-unit"]
+    assert all("--check" in argv for _, argv in fleet.hostctl_calls("guard-unit"))
+    fleet.calls.clear()
+    deploy.deploy(fleet, list(inv.hosts))  # without the option: no unit
+    assert fleet.hostctl_calls("guard-unit") == []
