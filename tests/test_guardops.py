@@ -240,3 +240,15 @@ def test_deploy_guard_unit_asks_each_host_after_its_pull(tmp_path):
     fleet.calls.clear()
     deploy.deploy(fleet, list(inv.hosts))  # without the option: no unit
     assert fleet.hostctl_calls("guard-unit") == []
+
+
+def test_experiment_guard_defaults_off_and_must_be_a_boolean(tmp_path):
+    from tcpskim import inventory
+
+    inv = write_lab_inventory(tmp_path / "a")
+    assert inv.experiment["guard"] is False and params(inv.experiment).guard is False
+    text = inv.path.read_text().replace("[experiment]\n", "[experiment]\nguard = \"yes\"\n")
+    inv.path.write_text(text)
+    with pytest.raises(inventory.InventoryError) as exc:
+        inventory.load(inv.path)
+    assert "experiment.guard" in str(exc.value) and "\n" not in str(exc.value), exc.value
