@@ -141,7 +141,7 @@ def deploy(c, inventory=None, hosts=None, install_deps=False, accept_new_host_ke
 @task(help={"inventory": INV_HELP, "hosts": HOSTS_HELP,
             "accept-new-host-keys": "trust host keys not yet in known_hosts (never a changed key)"})
 def doctor(c, inventory=None, hosts=None, accept_new_host_keys=False):
-    """Check every host: ssh, sudo, kernel, arch, bcc, headers, interface, XDP modes, commit, clock."""
+    """Check every host: ssh, sudo, kernel, arch, bcc, headers, interface, XDP modes, attribution, commit, clock."""
     from tcpskim.doctor import COLUMNS, doctor as do_doctor
 
     inv = _inventory(inventory)

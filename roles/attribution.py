@@ -77,15 +77,83 @@ def ensure_tracefs() -> bool:
     return True
 
 
-def check() -> dict:
-    """For doctor: tracefs state and which tracepoint groups exist (without mounting)."""
-    if not tracefs_mounted():
-        return {"tracefs": "not mounted", "missing": None}
-    have = lambda e: os.path.isdir(os.path.join(TRACEFS, "events", e))  # noqa: E731
-    missing = [e for e in REQUIRED if not have(e)]
-    missing += [e for e, _ in OPTIONAL if not have(e)]
-    return {"tracefs": "mounted", "missing": missing,
-            "required_ok": all(have(e) for e in REQUIRED)}
+TRACEFS_PLACES = (TRACEFS, "/sys/kernel/debug/tracing")  # the second: tracefs inside debugfs
+# Optional events whose absence loses something on this architecture (x86's system vectors do
+# not exist on arm64, whose IPIs have ipi_entry instead; ipi_raise only stands in for
+# ipi_send_cpu before 6.6), with what is lost.
+_EXPECTED = {"power/cpu_idle": "idle states apart from the idle loop",
+             "napi/napi_poll": "NAPI polls per record",
+             "ipi/ipi_send_cpu": "IPIs sent by target CPU"}
+_EXPECTED_BY_ARCH = {"x86_64": {f"irq_vectors/{v}_entry": f"{v} interrupt time (else unattributed)"
+                                for v in VECTORS[:5]},
+                     "aarch64": {"ipi/ipi_entry": "IPI time by reason (else in the IPI irq)"}}
+
+
+def _events_in(root, events):
+    return [e for e in events if os.path.isdir(os.path.join(root, "events", e))]
+
+
+def _peek_events(events):
+    """(events present, error) read from a tracefs mounted in a private mount namespace, so
+    doctor changes nothing on the host (the role mounts tracefs for real when it starts)."""
+    import subprocess
+
+    script = ('mount -t tracefs nodev "$0" || exit 3; cd "$0/events" || exit 4; '
+              'for e; do [ -d "$e" ] && echo "$e"; done; exit 0')
+    try:
+        r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, TRACEFS,
+                            *events], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"cannot try mounting it ({exc})"
+    if r.returncode != 0:
+        return None, (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+    return r.stdout.split(), None
+
+
+def _bpf_stats_switch():
+    """(how run-time stats can be switched on, or None; the reason when not)."""
+    from roles import xdp
+
+    try:
+        fd = xdp._enable_stats_fd()
+    except OSError as exc:
+        fd, why = None, str(exc)
+    if fd is not None:
+        os.close(fd)
+        return "BPF_ENABLE_STATS", None
+    if not os.path.exists(xdp._STATS_SYSCTL):
+        return None, "no kernel.bpf_stats_enabled and BPF_ENABLE_STATS refused"
+    if not os.access(xdp._STATS_SYSCTL, os.W_OK):
+        return None, "kernel.bpf_stats_enabled is not writable and BPF_ENABLE_STATS refused"
+    return "kernel.bpf_stats_enabled", None
+
+
+def check(arch=None) -> dict:
+    """For doctor: can attribution run here? Nothing on the host is changed.
+
+    {"tracefs": where it is mounted, or "mountable" / None, "tracefs_error", "missing"
+    (required events: attribution cannot run), "lost" ({optional event: what the figures
+    lose}), "bpf_stats": how the XDP program's run time is switched on, or None,
+    "bpf_stats_error"}."""
+    import platform
+
+    arch = arch or platform.machine()
+    expected = {**_EXPECTED, **_EXPECTED_BY_ARCH.get(arch, {})}
+    wanted = list(REQUIRED) + list(expected)
+    out = {"tracefs": None, "tracefs_error": None}
+    where = next((t for t in TRACEFS_PLACES if os.path.isdir(os.path.join(t, "events"))), None)
+    if where:
+        out["tracefs"], have = where, _events_in(where, wanted)
+    else:
+        have, out["tracefs_error"] = _peek_events(wanted)
+        out["tracefs"] = "mountable" if have is not None else None
+    if have is None:
+        out["missing"], out["lost"] = None, None  # unknown: tracefs cannot be mounted
+    else:
+        out["missing"] = [e for e in REQUIRED if e not in have]
+        out["lost"] = {e: why for e, why in expected.items() if e not in have}
+    out["bpf_stats"], out["bpf_stats_error"] = _bpf_stats_switch()
+    return out
 
 
 def _probe_groups():

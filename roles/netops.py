@@ -243,6 +243,12 @@ def check(args) -> dict:
     build = _headers_dir()
     out["headers"] = ("shim -> " + os.readlink(build)) if build.is_symlink() and "linux-headers" in os.readlink(build) \
         else ("present" if build.exists() else "missing")
+    try:  # can the tracepoint attribution of the hardworker's CPU run here?
+        from roles import attribution
+
+        out["attribution"] = attribution.check(out["arch"])
+    except Exception as exc:
+        out["attribution"] = {"error": f"{type(exc).__name__}: {exc}"}
     try:
         import pyroute2  # noqa: F401
         out["pyroute2"] = "ok"

@@ -36,7 +36,32 @@ def kernel_range(release: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-COLUMNS = ["sudo", "kernel", "arch", "bcc", "headers", "iface", "xdp", "commit", "clock"]
+COLUMNS = ["sudo", "kernel", "arch", "bcc", "headers", "iface", "xdp", "attribution", "commit", "clock"]
+_TRACEFS_PLACES = "/sys/kernel/tracing or /sys/kernel/debug/tracing"
+
+
+def attribution_items(a: dict | None) -> tuple[str, list[str], list[str]]:
+    """(column, problems, notes) from hostctl check's ``attribution``: whether the tracepoint
+    attribution of the hardworker's CPU can run (tracefs, the tracepoints bpf/attribution.c
+    needs, BPF run-time stats), one item per missing thing, naming it."""
+    if not a or a.get("error"):
+        why = (a or {}).get("error") or "the host's checkout does not report it (invoke deploy)"
+        return "unknown", [f"attribution: cannot tell ({why})"], []
+    problems, notes = [], []
+    if a.get("tracefs") is None:
+        problems.append(f"tracefs: not mounted at {_TRACEFS_PLACES}, and mounting it failed "
+                        f"({a.get('tracefs_error') or 'unknown reason'}): attribution cannot run")
+    elif a["tracefs"] == "mountable":
+        notes.append("tracefs: not mounted; the hardworker mounts it at /sys/kernel/tracing when it starts")
+    for event in a.get("missing") or []:
+        problems.append(f"tracepoint {event}: missing, attribution needs it")
+    for event, lost in (a.get("lost") or {}).items():
+        notes.append(f"tracepoint {event}: missing, the attribution goes without {lost}")
+    if not a.get("bpf_stats"):
+        problems.append(f"BPF stats: cannot be switched on ({a.get('bpf_stats_error')}): the XDP "
+                        "program's run time is not measured")
+    column = "NO" if problems else ("ok" if not a.get("lost") else f"ok, {len(a['lost'])} optional missing")
+    return column, problems, notes
 
 
 def check_host(fleet: Fleet, host: Host, control_head: str) -> HostResult:
@@ -74,11 +99,17 @@ def check_host(fleet: Fleet, host: Host, control_head: str) -> HostResult:
         d["iface"] = "missing"
         problems.append(str(exc))
     d["xdp"] = ",".join(c.get("xdp_modes") or []) or "none"
+    d["attribution"], attr_problems, notes = attribution_items(c.get("attribution"))
+    if host.role == "hardworker":  # only the hardworker's CPU is traced: elsewhere a note
+        problems += attr_problems
+    else:
+        notes = attr_problems + notes
     commit = fleet.hostctl(host, "commit").get("commit") or "?"
     d["commit"] = commit[:10] + ("" if commit == control_head else " (!= control)")
     o = offset(fleet, host)
     d["clock"] = f"{o['offset_s'] * 1e3:+.1f}±{o['uncertainty_s'] * 1e3:.1f} ms"
-    return HostResult(host.name, "failed" if problems else "ok", "; ".join(problems), d)
+    # one line per problem, then what the host lacks without failing
+    return HostResult(host.name, "failed" if problems else "ok", "\n".join(problems + notes), d)
 
 
 def doctor(fleet: Fleet, hosts: list[Host]) -> list[HostResult]:

@@ -76,9 +76,13 @@ def test_doctor_reports_every_host(deployed):
     inv, path = deployed
     r = run_invoke(path, "doctor")
     assert r.returncode == 0, r.stdout + r.stderr
+    head = next(line for line in r.stdout.splitlines() if line.startswith("host "))
+    a, b = head.index("attribution"), head.index("commit")
     for h in inv.hosts:
         row = next(line for line in r.stdout.splitlines() if line.startswith(h.name + " "))
         assert "compiles+loads" in row and "generic" in row and lab.host_mac(h) in row, row
+        # this kernel has every tracepoint attribution.c uses; tracefs mounted or mountable
+        assert row[a:b].strip() == "ok", r.stdout
 
 
 def test_stopped_sshd_fails_that_host_alone(deployed):
