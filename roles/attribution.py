@@ -264,31 +264,43 @@ def comm_group(comm):
 
 # ---------------------------------------------------------------------------- the tracer
 
+def _tracer_args(cpus, ringbuf_bytes):
+    cpus = sorted(set(int(c) for c in cpus))
+    if not cpus or cpus[-1] >= 64:
+        raise ValueError(f"cpus: need 1..64 CPU numbers below 64, got {cpus!r}")
+    if ringbuf_bytes < 4096 or ringbuf_bytes & (ringbuf_bytes - 1):
+        raise ValueError(f"ringbuf_bytes: must be a power of two >= 4096, got {ringbuf_bytes!r}")
+    return cpus
+
+
+def tracer_program(cpus, ringbuf_bytes=8 << 20, cpu_idle=True):
+    """(cpus sorted, program, -D flags, missing events) of a Tracer for ``cpus`` on this kernel;
+    tracefs must be mounted (the flags depend on which events exist). Loads nothing."""
+    cpus = _tracer_args(cpus, ringbuf_bytes)
+    flags, missing = _probe_groups()
+    if not cpu_idle:  # two events fewer per idle period; idle loop and idle not split
+        flags = [f for f in flags if f != "-DHAVE_CPU_IDLE"]
+    mask = sum(1 << c for c in cpus)
+    nr = os.sysconf("SC_NPROCESSORS_CONF")
+    flags += [f"-DATTR_CPU_MASK={mask}ULL", f"-DATTR_NR_CPUS={min(64, max(nr, cpus[-1] + 1))}",
+              f"-DATTR_RB_PAGES={ringbuf_bytes // 4096}"]
+    return cpus, "attribution.c", flags, missing
+
+
 class Tracer:
     """The attached tracepoint programs for ``cpus``; ``pids`` are the role's processes."""
 
     def __init__(self, cpus, pids=(), prog_stats=None, ringbuf_bytes=8 << 20, cpu_idle=True):
-        from bcc import BPF  # host half only
+        from roles import bpfcache  # bcc only on a cache miss (host half only)
 
-        self.cpus = sorted(set(int(c) for c in cpus))
-        if not self.cpus or self.cpus[-1] >= 64:
-            raise ValueError(f"cpus: need 1..64 CPU numbers below 64, got {cpus!r}")
-        if ringbuf_bytes < 4096 or ringbuf_bytes & (ringbuf_bytes - 1):
-            raise ValueError(f"ringbuf_bytes: must be a power of two >= 4096, got {ringbuf_bytes!r}")
+        _tracer_args(cpus, ringbuf_bytes)  # bad arguments fail before any mount
         self.pids, self.prog_stats = list(pids), prog_stats
         self.mounted_tracefs = ensure_tracefs()
-        flags, self.missing = _probe_groups()
-        if not cpu_idle:  # two events fewer per idle period; idle loop and idle not split
-            flags = [f for f in flags if f != "-DHAVE_CPU_IDLE"]
-        mask = sum(1 << c for c in self.cpus)
-        nr = os.sysconf("SC_NPROCESSORS_CONF")
-        flags += [f"-DATTR_CPU_MASK={mask}ULL", f"-DATTR_NR_CPUS={min(64, max(nr, self.cpus[-1] + 1))}",
-                  f"-DATTR_RB_PAGES={ringbuf_bytes // 4096}"]
+        self.cpus, program, flags, self.missing = tracer_program(cpus, ringbuf_bytes, cpu_idle)
         self.rb_bytes = ringbuf_bytes
-        src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "bpf", "attribution.c")
         t0 = time.process_time()
-        self.bpf = BPF(src_file=src.encode(), cflags=flags)  # attaches every TRACEPOINT_PROBE
+        # pre-compiled when the cache has it; attaches every RAW_TRACEPOINT_PROBE
+        self.bpf = bpfcache.load(program, flags)
         self.setup_cpu_s = time.process_time() - t0
         self.t_open = self.t_close = None
         self.edges, self.base = [], None

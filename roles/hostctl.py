@@ -4,7 +4,8 @@ Every subcommand prints exactly one JSON object on stdout in the shape of ``role
 (``changed``, ``failed``, ``msg``, ``data``) and exits 0, or 1 when it failed. Every command
 that changes state takes ``--check`` (say what would change, change nothing). Subcommands live
 in small modules (``roles.netops`` for network facts and fixes, ``roles.procs`` for starting
-and stopping roles, ``roles.deployctl`` for deploy's update and checks, ``roles.guardhost`` for the guard); this file only
+and stopping roles, ``roles.deployctl`` for deploy's update and checks, ``roles.guardhost`` for the guard,
+``roles.precompile`` for the BPF programs a run's roles will load); this file only
 dispatches, importing only the module of the command asked for (a deploy that changes
 nothing must stay cheap on a Raspberry Pi); bcc and pyroute2 are imported only by the
 commands that use them.
@@ -20,6 +21,7 @@ COMMANDS = {
     "procs": ("start", "wait-ready", "go", "stop", "status"),
     "deployctl": ("deploy",),
     "guardhost": ("guard-start", "guard-stop", "guard-status", "guard-unit"),
+    "precompile": ("precompile",),
 }
 
 

@@ -176,10 +176,9 @@ def run(role: runtime.Role) -> int:
     socks = []
     try:
         if cfg["mode"] == "xdp":
-            from roles.skim import SensorSkim
-            skim = SensorSkim(interface=cfg["interface"], sensor_ip=me, hw_ip=hosts["hardworker"]["ip"],
-                              hw_mac=hosts["hardworker"]["mac"], logger_ip=hosts["logger"]["ip"],
-                              tos=cfg["tos"], port=cfg["port"], xdp_mode=cfg["xdp_mode"])
+            from roles.skim import SensorSkim, sensor_args
+            skim = SensorSkim(**sensor_args(cfg))
+            role.summary["bpf_cache"] = skim.bpf.cache
             if role.stop.is_set():  # SIGTERM while compiling: never attach
                 raise runtime.Stopped("stopped before attaching XDP")
             skim.attach()

@@ -79,29 +79,51 @@ class _Attached:
         self.close()
 
 
+def _policy_flags(deliver, record_len, capture_bytes) -> dict:
+    """-D constants of the delivery policy (none for ``all``: the program is today's)."""
+    if deliver.kind == "all":
+        return {}
+    if not record_len or record_len > capture_bytes:
+        raise ValueError(f"record_len: {record_len!r} must be 1..capture_bytes ({capture_bytes}) "
+                         f"for the {deliver} policy")
+    return {**delivery.bpf_defines(deliver), "SKIM_RECORD_LEN": record_len}
+
+
+def hardworker_args(cfg) -> dict:
+    """HardworkerSkim's arguments from a role config (roles.runtime.validate's)."""
+    from roles.record import HEADER_SIZE
+
+    hosts, wk = cfg["hosts"], cfg["wakeup"]
+    return dict(interface=cfg["interface"], hw_ip=hosts["hardworker"]["ip"], hw_mac=hosts["hardworker"]["mac"],
+                logger_ip=hosts["logger"]["ip"], logger_mac=hosts["logger"]["mac"], tos=cfg["tos"],
+                port=cfg["port"], capture_bytes=cfg["capture_bytes"], ringbuf_bytes=cfg["ringbuf_bytes"],
+                wakeup=wk["policy"], wake_records=wk.get("records"), xdp_mode=cfg["xdp_mode"],
+                deliver=delivery.from_config(cfg["deliver"]), record_len=HEADER_SIZE + cfg["size_bytes"])
+
+
+def sensor_args(cfg) -> dict:
+    """SensorSkim's arguments from a sensor's role config."""
+    hosts = cfg["hosts"]
+    return dict(interface=cfg["interface"], sensor_ip=cfg["self_host"]["ip"], hw_ip=hosts["hardworker"]["ip"],
+                hw_mac=hosts["hardworker"]["mac"], logger_ip=hosts["logger"]["ip"], tos=cfg["tos"],
+                port=cfg["port"], xdp_mode=cfg["xdp_mode"])
+
+
 class HardworkerSkim(_Attached):
     _fn = "xdp_hardworker"
 
     def __init__(self, *, interface, hw_ip, hw_mac, logger_ip, logger_mac, tos, port,
                  capture_bytes=1448, ringbuf_bytes=1 << 20, wakeup="per-record",
                  xdp_mode="generic", deliver=None, record_len=None, wake_records=None):
-        if wakeup not in WAKEUPS:
-            raise ValueError(f"wakeup: must be one of {sorted(WAKEUPS)}, got {wakeup!r}")
-        if (wakeup == "coalesce") != (wake_records is not None):
-            raise ValueError(f"wake_records: {wake_records!r} is for (and needed by) the coalesce wake-up")
-        if xdp_mode not in xdp.MODES:
-            raise ValueError(f"xdp_mode: must be one of {xdp.MODES}, got {xdp_mode!r}")
-        xdp._check_ifname(interface)
-        xdp.compile_flags(HW_MAC=hw_mac, LOGGER_MAC=logger_mac)  # validated; they go in the map
-        flags = xdp.compile_flags(
-            SKIM_TOS=tos, SKIM_PORT=port, HW_IP=hw_ip, LOGGER_IP=logger_ip,
-            SKIM_CAPTURE=capture_bytes, SKIM_RINGBUF_BYTES=ringbuf_bytes, SKIM_WAKEUP=WAKEUPS[wakeup],
-            **self._policy_flags(deliver, record_len, capture_bytes),
-            **({"SKIM_WAKE_RECORDS": wake_records} if wake_records is not None else {}))
+        program, flags = self.program(
+            interface=interface, hw_ip=hw_ip, hw_mac=hw_mac, logger_ip=logger_ip, logger_mac=logger_mac,
+            tos=tos, port=port, capture_bytes=capture_bytes, ringbuf_bytes=ringbuf_bytes, wakeup=wakeup,
+            xdp_mode=xdp_mode, deliver=deliver, record_len=record_len, wake_records=wake_records)
+        self.deliver = deliver or delivery.Policy()
         self.interface, self.xdp_mode, self.wakeup = interface, xdp_mode, wakeup
         self.capture_bytes, self.flags = capture_bytes, flags
         self.attached_mode = None
-        self.bpf = xdp.load("hardworker.c", flags)
+        self.bpf = xdp.load(program, flags)
         set_addrs(self.bpf, [(hw_ip, hw_mac), (logger_ip, logger_mac)])
         events = self.bpf[b"events"]
         self.reader = RingReader(events.map_fd, int(events.max_entries), edge=wakeup == "coalesce")
@@ -110,15 +132,25 @@ class HardworkerSkim(_Attached):
             box = self.bpf[b"mailbox"]
             self.mailbox = Mailbox(box.map_fd, MAILBOX_SLOTS, record_len)
 
-    def _policy_flags(self, deliver, record_len, capture_bytes) -> dict:
-        """-D constants of the delivery policy (none for ``all``: the program is today's)."""
-        self.deliver = deliver or delivery.Policy()
-        if self.deliver.kind == "all":
-            return {}
-        if not record_len or record_len > capture_bytes:
-            raise ValueError(f"record_len: {record_len!r} must be 1..capture_bytes ({capture_bytes}) "
-                             f"for the {self.deliver} policy")
-        return {**delivery.bpf_defines(self.deliver), "SKIM_RECORD_LEN": record_len}
+    @staticmethod
+    def program(*, interface, hw_ip, hw_mac, logger_ip, logger_mac, tos, port, capture_bytes=1448,
+                ringbuf_bytes=1 << 20, wakeup="per-record", xdp_mode="generic", deliver=None,
+                record_len=None, wake_records=None) -> tuple[str, list[str]]:
+        """(program, -D flags) for these arguments, every one validated; loads nothing
+        (``roles.precompile`` compiles ahead with it)."""
+        if wakeup not in WAKEUPS:
+            raise ValueError(f"wakeup: must be one of {sorted(WAKEUPS)}, got {wakeup!r}")
+        if (wakeup == "coalesce") != (wake_records is not None):
+            raise ValueError(f"wake_records: {wake_records!r} is for (and needed by) the coalesce wake-up")
+        if xdp_mode not in xdp.MODES:
+            raise ValueError(f"xdp_mode: must be one of {xdp.MODES}, got {xdp_mode!r}")
+        xdp._check_ifname(interface)
+        xdp.compile_flags(HW_MAC=hw_mac, LOGGER_MAC=logger_mac)  # validated; they go in the map
+        return "hardworker.c", xdp.compile_flags(
+            SKIM_TOS=tos, SKIM_PORT=port, HW_IP=hw_ip, LOGGER_IP=logger_ip,
+            SKIM_CAPTURE=capture_bytes, SKIM_RINGBUF_BYTES=ringbuf_bytes, SKIM_WAKEUP=WAKEUPS[wakeup],
+            **_policy_flags(deliver or delivery.Policy(), record_len, capture_bytes),
+            **({"SKIM_WAKE_RECORDS": wake_records} if wake_records is not None else {}))
 
     def wait(self, timeout_ms):
         """True if data may be ready (always returns after timeout_ms; batch mode never wakes)."""
@@ -159,17 +191,25 @@ class SensorSkim(_Attached):
 
     def __init__(self, *, interface, sensor_ip, hw_ip, hw_mac, logger_ip, tos, port,
                  xdp_mode="generic"):
+        program, flags = self.program(interface=interface, sensor_ip=sensor_ip, hw_ip=hw_ip, hw_mac=hw_mac,
+                                      logger_ip=logger_ip, tos=tos, port=port, xdp_mode=xdp_mode)
+        self.interface, self.xdp_mode, self.flags = interface, xdp_mode, flags
+        self.attached_mode = None
+        self.bpf = xdp.load(program, flags)
+        set_addrs(self.bpf, [(hw_ip, hw_mac)])
+
+    @staticmethod
+    def program(*, interface, sensor_ip, hw_ip, hw_mac, logger_ip, tos, port,
+                xdp_mode="generic") -> tuple[str, list[str]]:
+        """(program, -D flags), validated; loads nothing."""
         if xdp_mode not in xdp.MODES:
             raise ValueError(f"xdp_mode: must be one of {xdp.MODES}, got {xdp_mode!r}")
         xdp._check_ifname(interface)
         # the logger's replies carry no marker; tos is validated for symmetry only
         xdp.compile_flags(SKIM_TOS=tos)
         xdp.compile_flags(HW_MAC=hw_mac)  # validated; it goes in the map
-        flags = xdp.compile_flags(SKIM_PORT=port, SENSOR_IP=sensor_ip, HW_IP=hw_ip, LOGGER_IP=logger_ip)
-        self.interface, self.xdp_mode, self.flags = interface, xdp_mode, flags
-        self.attached_mode = None
-        self.bpf = xdp.load("sensor.c", flags)
-        set_addrs(self.bpf, [(hw_ip, hw_mac)])
+        return "sensor.c", xdp.compile_flags(SKIM_PORT=port, SENSOR_IP=sensor_ip, HW_IP=hw_ip,
+                                             LOGGER_IP=logger_ip)
 
     def counters(self):
         return _sum_counters(self.bpf, SENSOR_COUNTERS)

@@ -302,19 +302,14 @@ class XdpTransport(Transport):
 
     def setup(self, role):
         from roles.reassembly import Reassembler
-        from roles.skim import HardworkerSkim
+        from roles.skim import HardworkerSkim, hardworker_args
         from roles.xdp import receive_offloads_off
 
-        cfg, hosts, wk = self.cfg, self.cfg["hosts"], self.cfg["wakeup"]
+        cfg = self.cfg
         t0 = time.process_time()
-        self.skim = HardworkerSkim(
-            interface=cfg["interface"], hw_ip=hosts["hardworker"]["ip"],
-            hw_mac=hosts["hardworker"]["mac"], logger_ip=hosts["logger"]["ip"],
-            logger_mac=hosts["logger"]["mac"], tos=cfg["tos"], port=cfg["port"],
-            capture_bytes=cfg["capture_bytes"], ringbuf_bytes=cfg["ringbuf_bytes"],
-            wakeup=wk["policy"], wake_records=wk.get("records"), xdp_mode=cfg["xdp_mode"],
-            deliver=self.policy, record_len=HEADER_SIZE + cfg["size_bytes"])
-        role.summary["setup_cpu_s"] = time.process_time() - t0  # compiling: outside the window
+        self.skim = HardworkerSkim(**hardworker_args(cfg))
+        role.summary["setup_cpu_s"] = time.process_time() - t0  # loading: outside the window
+        role.summary["bpf_cache"] = self.skim.bpf.cache
         self.reasm = Reassembler()
         if role.stop.is_set():  # SIGTERM while compiling: never attach
             raise runtime.Stopped("stopped before attaching XDP")

@@ -1,8 +1,9 @@
 """``invoke run-experiment``: run a planned experiment on the testbed and keep every result.
 
 The run: print the plan (plan.py), gather every host's facts (preflight, which also sweeps
-leftovers), then one ``trial.TrialSession`` per trial of the plan (start -> go -> watch ->
-finish), a summary row written after each (results.py).
+leftovers), compile every host's BPF programs for the whole plan once (precompile.py), then
+one ``trial.TrialSession`` per trial of the plan (start -> go -> watch -> finish), a summary
+row written after each (results.py).
 
 Ctrl-C, SIGTERM/SIGHUP (signals.py) or any failure stops every role everywhere, detaches
 XDP, keeps the partial results and marks the run failed. One folder per run:
@@ -27,6 +28,7 @@ from .fleet import Fleet, remote_path
 from .inventory import Host
 from .lab.names import other_cpus
 from .plan import Params, estimate_s, trials
+from .precompile import precompile
 from .results import RunFolder, trial_row
 from .stop import stop_host
 from .trial import RunFailed, TrialSession
@@ -166,6 +168,10 @@ class Runner:
         folder.set_hosts({h.name: {"role": h.role, **bed.facts[h.name]} for h in self.hosts})
         if p.guard:
             self._guards_up()
+        failed = {r.host: r.detail for r in precompile(self.fleet, bed, self.plan, folder.run_id, out=self.out)
+                  if r.failed}
+        if failed:  # a role start would compile and fail the same way: stop before any trial
+            raise RunFailed("precompile failed: " + "; ".join(f"{h}: {d}" for h, d in failed.items()))
         t_run = time.time()
         for i, trial in enumerate(self.plan):
             self.out(f"[{i + 1}/{len(self.plan)}] {trial.id}  (elapsed {time.time() - t_run:.0f} s)")

@@ -162,8 +162,9 @@ class RoleHost(FakeHost):
         self.guard_pid: int | None = None
         self.guard_events: list[dict] = []
         for sub in ("start", "wait-ready", "go", "stop", "facts", "status", "guard-start", "guard-stop",
-                    "guard-status"):
+                    "guard-status", "precompile"):
             self.hostctl_on(sub, getattr(self, "_" + sub.replace("-", "_")))
+        self.precompiled: list[list[dict]] = []  # the role configs of each precompile call
 
     # --- files: real under the checkout, in memory elsewhere (/tmp staging) ---------------
     def _local(self, remote: str) -> Path | None:
@@ -335,6 +336,12 @@ class RoleHost(FakeHost):
     def _status(self, argv):
         self.advance()
         return {"running": {n: os.getpid() for n in self.roles}}
+
+    def _precompile(self, argv):
+        configs = json.loads(_flag(argv, "--configs"))
+        self.precompiled.append(configs)
+        progs = [{"program": f"{c['role']}.c", "cache": "compiled"} for c in configs if c["mode"] == "xdp"]
+        return answer({"programs": progs}, changed=bool(progs), msg=f"{len(progs)} compiled")
 
 
 class FakeFleet:
