@@ -189,6 +189,11 @@ def test_a_mac_change_mid_trial_reaches_every_pin_and_the_xdp_rewrite(deployed):
     r = run_invoke(path, "guard.start")
     assert r.returncode == 0, r.stdout + r.stderr
     assert re.search(r"^hardworker\s+changed\s+start\s+\d+\s+3\s+\S+", r.stdout, re.M), r.stdout
+    dedicated = set(lab.cpu_plan(inv)[hw.name])
+    if len(dedicated) == 1:  # no guard, the hardworker's own included, on the hardworker's CPU
+        for h in inv.hosts:
+            pid = int((guard_dir(h) / "guard.pid").read_text())
+            assert not os.sched_getaffinity(pid) & dedicated, (h.name, os.sched_getaffinity(pid))
     follow = {}
     try:
         with trial_running(inv, path, "macchange") as result:
