@@ -94,16 +94,26 @@ def _acc(tr):
     return acc
 
 
-def _idle_as_idle(tr, acc):
-    """A switch to the idle task before the program knew it (it learns a CPU's idle task when
-    that switches out) was charged to "a task": that time is idle. Applied after the base is
-    subtracted, so base and window are keyed alike."""
-    task, idle = KINDS.index("task"), KINDS.index("idle")
+def _reclassify_tasks(tr, acc, comms):
+    """Task stretches the program could not name, named after the window (after the base is
+    subtracted, so base and window are keyed alike):
+
+    * the CPU's idle task, switched to before the program knew it (it learns a CPU's idle task
+      when that switches out): idle time;
+    * a role thread, switched to before it was learnt (at its first switch-out): the role;
+    * a task never seen switching out on this CPU: its switch-out was not traced (seen here:
+      the control machine's own threads, switched to and then the next switch is from another
+      task), so the stretch up to the next event is not known to be that task's, nor busy at
+      all: it goes to "unknown", which the busy sum leaves out (it ends up in unattributed)."""
+    task, idle, role, unknown = (KINDS.index(k) for k in ("task", "idle", "role", "unknown"))
     st = tr.bpf[b"st"]
     idle_task = {cpu: st[ctypes.c_int(cpu)].idle_task for cpu in tr.cpus}
-    for key in [k for k in acc if k[1] == task and k[2] and k[2] == idle_task.get(k[0])]:
+    roles = {k.value for k in tr.bpf[b"role_task"].keys()}
+    for key in [k for k in acc if k[1] == task and k[2] not in comms]:
+        cpu, ptr = key[0], key[2]
+        kind = idle if ptr and ptr == idle_task.get(cpu) else role if ptr in roles else unknown
         ns, n = acc.pop(key)
-        a = acc.setdefault((key[0], idle, 0), [0, 0])
+        a = acc.setdefault((cpu, kind, 0), [0, 0])
         a[0], a[1] = a[0] + ns, a[1] + n
 
 
@@ -153,7 +163,7 @@ def read(tr) -> dict:
              for k, v in bpf[b"tinfo"].items()}
     periods = _periods(bpf, tr.rb_bytes)
     _tail(tr, acc, periods)
-    _idle_as_idle(tr, acc)
+    _reclassify_tasks(tr, acc, comms)
     periods.sort(key=lambda p: (p["start"], p["cpu"]))
     fns = {ident: _ksym(bpf, ident) for (_c, name, ident) in counters if name.endswith("_fn")}
     return {"cpus": tr.cpus, "t_open": tr.t_open, "t_close": tr.t_close, "acc": acc,
