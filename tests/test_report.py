@@ -498,3 +498,19 @@ def test_block_softirq_on_the_lab_is_named_an_artifact(tmp_path):
         add_components(run_dir, comps)
         text, _ = report.write_report(run_dir)
         assert ("softirq BLOCK per record: xdp 0.40, tcp 2.50 µs - disk I/O completions" in text) is lab
+
+
+def test_component_bars_cut_off_other_tasks_that_would_squash_them(tmp_path, monkeypatch):
+    run_dir = make_run(tmp_path, rates=(50,))
+    comps = {m: {**v, "task python": 5000.0} for m, v in COMPONENTS_US.items()}
+    add_components(run_dir, comps)
+    seen = {}
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (seen.update(ax=fig.axes[0]), real_save(fig, path)))
+    drawn = plots.plot_components(report.load_run(run_dir)[1], tmp_path / "c.png")
+    ax = seen["ax"]
+    charged = max(sum(v for k, v in parts.items() if k != plots.OTHER_TASKS and v > 0) for parts in drawn.values())
+    assert ax.get_ylim()[1] == pytest.approx(1.6 * charged)  # the records' parts stay readable
+    labels = sorted(t.get_text() for t in ax.texts)
+    assert len(labels) == 2 and all(t.startswith("other tasks 50") and t.endswith(" µs ↑") for t in labels), labels
+    assert all(parts[plots.OTHER_TASKS] > 5000 for parts in drawn.values())  # the full height, read back
