@@ -211,8 +211,12 @@ def _row_problems(row) -> list[str]:
         probs.append(f"IDLE BUSY {busy / dur:.0%} (other work on the hardworker CPU?)")
     # Negative: the figure the report uses for this trial (busy - idle only without attribution).
     if row.get("hw_attr_us_per_record") is not None:
-        if row["hw_attr_us_per_record"] <= 0:
+        attr, proc = row["hw_attr_us_per_record"], row.get("hw_process_cpu_us_per_record")
+        if attr <= 0:
             probs.append("NEGATIVE CPU (attributed busy time <= 0)")
+        elif proc is not None and attr < proc:  # the role's own runtime is a part of it
+            probs.append(f"ATTRIBUTION LOW: {attr:.1f} µs/rec attributed < the role's own {proc:.1f} "
+                         "(idle time charged to another task?)")
     elif (row.get("hw_cpu_us_per_record") or 0) < 0:
         probs.append("NEGATIVE CPU (idle baseline above this trial's busy time)")
     other, dur = row.get("hw_other_tasks_s"), row.get("duration_s")

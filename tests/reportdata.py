@@ -153,7 +153,8 @@ COMPONENTS_US = {  # µs per record by mode, as the hardworker's attribution nam
 
 def add_components(run_dir, components=None, scale=(0.9, 1.0, 1.1)) -> list[dict]:
     """Give every traffic row of a make_run folder attribution columns: the mode's components
-    times scale[repeat]; repeat 1 also saw a TIMER softirq (absent from the other trials).
+    times scale[repeat] (the process CPU is the role's part); repeat 1 also saw a TIMER softirq
+    (absent from the other trials).
     Returns the rows as written to summary.json."""
     components = components or COMPONENTS_US
     path = Path(run_dir) / "summary.json"
@@ -167,5 +168,6 @@ def add_components(run_dir, components=None, scale=(0.9, 1.0, 1.1)) -> list[dict
             r["hw_components_us"] = comps
             r["hw_attr_us_per_record"] = sum(v for k, v in comps.items()
                                              if k != "idle" and not k.startswith("task "))
+            r["hw_process_cpu_us_per_record"] = comps["role"]  # the role's own runtime
     path.write_text(json.dumps(doc))
     return doc["rows"]

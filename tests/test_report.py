@@ -467,9 +467,15 @@ def test_attributed_figure_is_the_per_mode_answer(tmp_path):
     mean, lo, hi, _n = stats.mean_ci(xdp_attr)
     row = _line(text, "xdp", 50, 1024)
     assert f"{mean:.2f}  [{lo:.2f}, {hi:.2f}]" in row and "attributed" in row and "-100" not in row
-    assert f"{mean - 5.0:.2f} ±" in row  # kernel = attributed - process (0.5 x 10)
+    kernel = stats.mean_ci(r["hw_attr_us_per_record"] - r["hw_components_us"]["role"] for r in rows if r["mode"] == "xdp")
+    assert f"{kernel[0]:.2f} ±" in row  # kernel = attributed - process (the role's part)
     assert "NEGATIVE" not in text
     assert "trial 001-xdp-50-1024-r0 (xdp, 50 Hz, 1024 B): OTHER TASKS 25% of the hardworker CPU" in text
+    assert "ATTRIBUTION LOW" not in text
+    doc["rows"][1]["hw_process_cpu_us_per_record"] = doc["rows"][1]["hw_attr_us_per_record"] + 1
+    (run_dir / "summary.json").write_text(json.dumps(doc))
+    assert re.search(r"trial 001-xdp-50-1024-r0 .*ATTRIBUTION LOW: \d+\.\d µs/rec attributed < the role's own",
+                     report.write_report(run_dir)[0])
     assert _answer(text)[0].startswith("answer, 50 Hz x 1024 B (attributed hardworker CPU per record")
 
 
