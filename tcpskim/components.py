@@ -99,8 +99,8 @@ def cost_share(row):
     with a compile beside a 50 Hz trial, against 0.8 % of the records' CPU). Without the
     attributed figure, the busy-time share."""
     cost, attr = row.get("hw_tracer_cost_us"), row.get("hw_attr_us_per_record")
-    if cost is not None and attr:
-        return cost / attr
+    if cost is not None and attr is not None:
+        return cost / attr if attr > 0 else None  # no share of a cost <= 0 (flagged)
     return row.get("hw_tracer_cost_share")
 
 

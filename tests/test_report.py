@@ -419,6 +419,7 @@ def test_measurement_cost_per_mode_against_the_target(tmp_path):
     from tcpskim.components import cost_share
     assert cost_share({"hw_tracer_cost_us": 1.0, "hw_tracer_cost_share": 0.01}) == 0.01
     assert cost_share({"hw_tracer_cost_us": 1.0, "hw_attr_us_per_record": 50.0}) == pytest.approx(0.02)
+    assert cost_share({"hw_tracer_cost_us": 1.0, "hw_attr_us_per_record": -5.0, "hw_tracer_cost_share": 0.01}) is None
 
 
 def _answer(text):
