@@ -177,8 +177,9 @@ def run(role: runtime.Role) -> int:
     try:
         if cfg["mode"] == "xdp":
             from roles.skim import SensorSkim, sensor_args
+            t0 = time.process_time()
             skim = SensorSkim(**sensor_args(cfg))
-            role.summary["bpf_cache"] = skim.bpf.cache
+            role.summary.update(setup_cpu_s=time.process_time() - t0, bpf_cache=skim.bpf.cache)
             if role.stop.is_set():  # SIGTERM while compiling: never attach
                 raise runtime.Stopped("stopped before attaching XDP")
             skim.attach()
