@@ -41,7 +41,7 @@ enum kind {  /* frame kinds; keep in sync with roles/attribution.py KINDS */
 enum cls { C_ROLE = 0, C_TASK, C_SOFTIRQ_NET, C_SOFTIRQ, C_HARDIRQ, C_IDLE, C_UNKNOWN, NCLS };
 enum what {  /* per-CPU counters; keep in sync with roles/attribution.py COUNTERS */
     W_WAKEUP = 0, W_SWITCH_IN, W_SWITCH_OUT_PREEMPT, W_SWITCH_OUT_SLEEP, W_NAPI, W_NAPI_WORK,
-    W_IPI_SENT, W_IPI_RECV, W_MISMATCH, W_DEPTH, W_RB_FULL, W_SWITCH, NW = 16,
+    W_IPI_SENT, W_IPI_RECV, W_MISMATCH, W_DEPTH, W_RB_FULL, W_SWITCH, W_UNSEEN, NW = 16,
 };
 
 struct frame { u32 kind, slot; u64 id; };
@@ -261,6 +261,31 @@ static __always_inline int is_role_tgid(struct ctl *c, u32 tgid) {
 /* (bool preempt, struct task_struct *prev, struct task_struct *next, unsigned prev_state)
  * prev is the current task: its pid, tgid and comm come from helpers, so no task_struct
  * layout is needed; next is known by its pointer (idle task, a role thread seen before). */
+/* The task leaving is the one that ran: if it is not the one last switched to, a switch was
+ * not seen (on the lab's VM the switch *out* of some of the control machine's own threads is
+ * never traced: the next switch comes from another task, and part of the stretch was idle).
+ * The stretch since the last event then goes to the task seen leaving, before it is charged.
+ * This also names the first stretch after attach, and a CPU's idle task before it is learnt. */
+static __always_inline void own_stretch(struct state *s, struct ctl *c, u64 prev, u32 prev_pid,
+                                        u32 prev_tgid, u64 ts) {
+    struct frame *f = &s->f[0];
+    if (f->id == prev)
+        return;
+    if (s->last && window(c, ts))
+        s->cnt[W_UNSEEN]++;
+    f->id = prev;
+    if (prev_pid == 0) {
+        f->kind = K_IDLE;
+        f->slot = S_IDLE;
+    } else if (is_role_tgid(c, prev_tgid)) {
+        f->kind = K_ROLE;
+        f->slot = S_ROLE;
+    } else {
+        f->kind = K_TASK;
+        f->slot = S_TASK;
+    }
+}
+
 RAW_TRACEPOINT_PROBE(sched_switch) {
     u32 cpu = bpf_get_smp_processor_id();
     if (!measured(cpu))
@@ -269,12 +294,15 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
     if (!c)
         return 0;
     u64 ts = bpf_ktime_get_ns();
-    struct state *s = charge(cpu, ts, c);
-    if (!s)
-        return 0;
     u64 prev = ctx->args[1], next = ctx->args[2], prev_state = ctx->args[3];
     u64 pt = bpf_get_current_pid_tgid();
     u32 prev_pid = (u32)pt, prev_tgid = pt >> 32;
+    struct state *s0 = st.lookup(&cpu);
+    if (s0)
+        own_stretch(s0, c, prev, prev_pid, prev_tgid, ts);
+    struct state *s = charge(cpu, ts, c);
+    if (!s)
+        return 0;
     int inwin = window(c, ts);
     if (s->depth && inwin)
         s->cnt[W_DEPTH]++;  /* a switch is never nested: a missed exit, reset */

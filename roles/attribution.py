@@ -38,7 +38,7 @@ TRACEFS = "/sys/kernel/tracing"
 KINDS = ("unknown", "idle", "role", "task", "cstate", "softirq", "irq", "vector", "ipi")
 CLASSES = ("role", "task", "softirq_net", "softirq", "hardirq", "idle", "unknown")
 COUNTERS = ("wakeups", "switch_in", "switch_out_preempt", "switch_out_sleep", "napi", "napi_work",
-            "ipi_sent", "ipi_recv", "mismatch", "depth", "rb_full", "switch")
+            "ipi_sent", "ipi_recv", "mismatch", "depth", "rb_full", "switch", "unseen_switch")
 NSOFT, NVEC, NIRQ = 10, 16, 512  # slot layout of attribution.c
 S_SOFT, S_VEC = 5, 15
 S_IRQ = S_VEC + NVEC
