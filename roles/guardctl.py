@@ -24,7 +24,8 @@ from roles.guardcfg import GuardError
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_STATE_DIR = os.path.join(CHECKOUT, ".tcpskim")
-READY_TIMEOUT_S = 15.0
+# a slow host (an emulated arm64 VM takes ~40 s to import pyroute2 and apply) may raise it
+READY_TIMEOUT_S = float(os.environ.get("TCPSKIM_GUARD_READY_S", "15"))
 
 
 _cmdline = live_argv  # the argv of a live (non-zombie) process, or None

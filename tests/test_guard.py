@@ -80,8 +80,10 @@ class Lab:
         path.write_text(json.dumps(cfg))
         return path
 
-    def guard(self, h, *args, timeout=30):
+    def guard(self, h, *args, timeout=None):
         """(exit status, the one JSON answer) of ``python3 -m roles.guard ARGS`` on host h."""
+        if timeout is None:  # start waits up to the guard's ready timeout itself
+            timeout = 15 + float(os.environ.get("TCPSKIM_GUARD_READY_S", "15"))
         p = sh("ip", "netns", "exec", NS[h], sys.executable, "-m", "roles.guard", *args,
                check=False, cwd=ROOT, timeout=timeout)
         lines = p.stdout.strip().splitlines()
