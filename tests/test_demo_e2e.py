@@ -41,15 +41,16 @@ def _answer(stdout):
 def test_demo_runs_twice_then_lab_down(e2e_lab):
     inv, path = e2e_lab
     r, d, took = _demo(path)  # the defaults, as the quick start runs it
+    answer = _answer(r.stdout)
+    print(f"demo: {took:.0f} s wall; {answer}")
     rows = json.loads((d / "summary.json").read_text())["rows"]
     assert [row["mode"] for row in rows] == [m for k in range(tasks.DEMO_REPEAT) for m in MODES_BY_REPEAT[k % 2]]
     for row in rows:  # no idle trial: the answer is the attributed figure, nothing subtracted
-        assert (row["rate_hz"], row["size_bytes"], row["duration_s"]) == (50, 1024, tasks.DEMO_DURATION_S), row
+        assert (row["rate_hz"], row["size_bytes"]) == (50, 1024), row
+        assert row["duration_s"] == pytest.approx(tasks.DEMO_DURATION_S, abs=0.5), row  # as measured
         assert row["status"] == "ok" and row["sent"] == row["delivered"] == row["logged"] >= 50 * tasks.DEMO_DURATION_S, row
         assert row["hw_attr_us_per_record"] > 0, row
     assert (d / "components.png").exists()
-    answer = _answer(r.stdout)
-    print(f"demo: {took:.0f} s wall; {answer}")
     # Resolved: both modes' CIs and the ratio, no negative figure anywhere in the answer. A
     # machine busy with other work may leave it open: then it says what would resolve it.
     if "not resolved" in answer:
