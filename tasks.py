@@ -97,17 +97,19 @@ def lab_down(c, inventory=None):
 
 @task(help={"inventory": INV_HELP})
 def lab_status(c, inventory=None):
-    """Show each lab host: namespace, link, MAC, sshd, checkout commit."""
+    """Show each lab host (namespace, link, MAC, sshd, checkout commit, RPS) and the device IRQs' steering."""
     from tabulate import tabulate
 
     from tcpskim import lab
 
     inv = _lab_inventory(inventory)
     try:
-        rows = lab.status(inv)
+        rows, irqs = lab.status(inv), lab.irq_status(inv)
     except lab.LabError as exc:
         raise Exit(f"error: {exc}", code=1) from None
     print(tabulate(rows, headers="keys"))
+    print(f"\ndevice IRQs (hw_cpu: may land on the hardworker's CPU {lab.cpu_plan(inv)[inv.hardworker.name]})")
+    print(tabulate(irqs, headers="keys"))
 
 
 # --- fleet tasks ----------------------------------------------------------------------------

@@ -5,7 +5,8 @@ neighbour entries, read back), ``netfix`` (fix-network's one call: the host's ow
 checked against the MAC its peers will pin, then ``neigh-pin``), ``neigh-show``, ``detach-xdp``,
 ``headers-shim`` (make bcc find kernel headers when the running kernel has none) and ``check``
 (what ``invoke doctor`` shows: bcc imports, compiles and loads a trivial XDP program, which XDP
-modes attach). Commands that change state answer in ``roles.answer``'s shape and take ``--check``.
+modes attach, the device IRQs' affinities). Commands that change state answer in
+``roles.answer``'s shape and take ``--check``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from roles import irqs
 from roles.answer import add_check, answer, failure
 
 NUD_PERMANENT = 0x80
@@ -239,7 +241,7 @@ _TRIVIAL_XDP = "int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }"
 def check(args) -> dict:
     """What doctor needs from the host side. Each item is reported, never raised."""
     out = {"kernel": platform.release(), "arch": platform.machine(), "time": time.time(),
-           "python": platform.python_version()}
+           "python": platform.python_version(), "irqs": irqs.read()}
     build = _headers_dir()
     out["headers"] = ("shim -> " + os.readlink(build)) if build.is_symlink() and "linux-headers" in os.readlink(build) \
         else ("present" if build.exists() else "missing")
@@ -321,7 +323,7 @@ def register(sub) -> None:
     p = sub.add_parser("headers-shim", help="link distribution kernel headers when the running kernel has none")
     add_check(p)
     p.set_defaults(func=headers_shim)
-    p = sub.add_parser("check", help="bcc, headers, XDP modes (for invoke doctor)")
+    p = sub.add_parser("check", help="bcc, headers, XDP modes, IRQ affinities (for invoke doctor)")
     p.add_argument("--interface")
     p.set_defaults(func=check)
     p = sub.add_parser("commit", help="the checkout's commit")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+from roles import irqs as irqmod
+
 from . import localgit
 from .clock import offset
 from .fleet import Fleet, HostError, HostResult, remote_path
-from .inventory import Host
+from .inventory import Host, Inventory
 
 # bcc's LLVM backend and the XDP JIT need a 64-bit kernel; Raspberry Pi OS 32-bit reports armv7l.
 UNSUPPORTED_ARCH = {"armv7l": "32-bit ARM: bcc/XDP need Raspberry Pi OS 64-bit (aarch64)",
@@ -36,7 +38,7 @@ def kernel_range(release: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-COLUMNS = ["sudo", "kernel", "arch", "bcc", "headers", "iface", "xdp", "attribution", "commit", "clock"]
+COLUMNS = ["sudo", "kernel", "arch", "bcc", "headers", "iface", "xdp", "attribution", "irqs", "commit", "clock"]
 _TRACEFS_PLACES = "/sys/kernel/tracing or /sys/kernel/debug/tracing"
 
 
@@ -64,7 +66,48 @@ def attribution_items(a: dict | None) -> tuple[str, list[str], list[str]]:
     return column, problems, notes
 
 
-def check_host(fleet: Fleet, host: Host, control_head: str) -> HostResult:
+def dedicated_cpus(inv: Inventory, host: Host) -> list[int]:
+    """The hardworker's dedicated CPUs: the lab's CPU plan, else the inventory's ``cpus``
+    ([] for other roles and for a hardworker that is not pinned)."""
+    if host.role != "hardworker":
+        return []
+    if inv.lab is not None:
+        from .lab.names import cpu_plan
+
+        return cpu_plan(inv)[host.name]
+    return list(host.cpus)
+
+
+def irq_warning(irqs: dict | None, cpus: list[int], limit: int = 6) -> str | None:
+    """One line naming the device IRQs that may land on the dedicated ``cpus`` (None: none do,
+    or nothing to check): their handlers and softirqs run there and are charged to the
+    hardworker (a disk's BLOCK completion of anyone's write, another NIC's receive)."""
+    if not irqs or not cpus:
+        return None
+    by = {int(k): v for k, v in irqs.items()}
+    want = set(cpus)
+    now = {n for n, v in by.items() if want & set(irqmod.parse_cpus(v.get("effective") or ""))}
+    hit = sorted(irqmod.on_cpus(by, cpus), key=lambda n: (n not in now, n))  # those delivered there now first
+    if not hit:
+        return None
+    names = [f"{n} {by[n]['name']}" + (" (there now)" if n in now else "") for n in hit[:limit]]
+    more = f" and {len(hit) - limit} more" if len(hit) > limit else ""
+    return (f"{len(hit)} device IRQ(s) may land on the hardworker's dedicated CPU {irqmod.cpu_list(cpus)} and be "
+            f"charged to it: {', '.join(names)}{more}; steer them off (/proc/irq/N/smp_affinity_list, as lab.up does)")
+
+
+def irq_items(irqs: dict | None, cpus) -> tuple[str, list[str]]:
+    """(column, notes) from hostctl check's ``irqs`` for the hardworker's dedicated ``cpus``
+    (nothing to say without them, or from a checkout too old to report IRQs)."""
+    if not cpus or irqs is None:
+        return "", []
+    n = len(irqmod.on_cpus({int(k): v for k, v in irqs.items()}, cpus))
+    w = irq_warning(irqs, list(cpus))
+    return f"{n or 'none'} on CPU {irqmod.cpu_list(cpus)}", [f"warning: {w}"] if w else []
+
+
+def check_host(fleet: Fleet, host: Host, control_head: str, cpus: list[int] = ()) -> HostResult:
+    """``cpus``: the hardworker's dedicated CPUs (device IRQs on them are warned about)."""
     d = {}
     problems = []
     fleet.connection(host)  # "reachable" = this succeeds; failure ends the row with the reason
@@ -104,6 +147,8 @@ def check_host(fleet: Fleet, host: Host, control_head: str) -> HostResult:
         problems += attr_problems
     else:
         notes = attr_problems + notes
+    d["irqs"], irq_notes = irq_items(c.get("irqs"), cpus)
+    notes += irq_notes
     commit = fleet.hostctl(host, "commit").get("commit") or "?"
     d["commit"] = commit[:10] + ("" if commit == control_head else " (!= control)")
     o = offset(fleet, host)
@@ -114,4 +159,4 @@ def check_host(fleet: Fleet, host: Host, control_head: str) -> HostResult:
 
 def doctor(fleet: Fleet, hosts: list[Host]) -> list[HostResult]:
     head = localgit.head()
-    return fleet.each(hosts, lambda h: check_host(fleet, h, head))
+    return fleet.each(hosts, lambda h: check_host(fleet, h, head, dedicated_cpus(fleet.inv, h)))

@@ -10,7 +10,8 @@
 * per host an OpenSSH ``sshd`` running inside the namespace with its own host key and
   authorized_keys (the lab key ``<state_dir>/id_ed25519``), listed in ``inv.known_hosts``;
 * per host a git checkout (``host.checkout``) cloned from the control checkout;
-* RPS steering of the hardworker's receive processing to its dedicated CPU.
+* RPS steering of the hardworker's receive processing to its dedicated CPU, and every device IRQ
+  that can move off it (the affinities it changed are in lab.json; ``down`` restores them).
 
 ``up`` reads what exists (``facts.gather``), computes the missing steps (``steps.diff``, pure)
 and runs them (``actions.apply``); ``up(dry_run=True)`` prints the steps instead. ``down`` removes all
@@ -28,6 +29,8 @@ import os
 import subprocess
 import sys
 
+from roles import irqs
+
 from ..inventory import Inventory
 from . import net, sshd
 from .actions import Report, apply
@@ -36,10 +39,10 @@ from .names import (LabError, cpu_mask, cpu_plan, derived_mac, host_dir, host_ma
                     namespace, other_cpus, parse_mask, veth_name)
 from .steps import Plan, Step, diff
 from .state import control_checkout  # noqa: F401
-from .state import write_state
+from .state import read_state, write_state
 from .teardown import down as _down
 
-__all__ = ["LabError", "up", "down", "status", "ns_exec", "plan", "apply", "Report", "Plan", "Step",
+__all__ = ["LabError", "up", "down", "status", "irq_status", "ns_exec", "plan", "apply", "Report", "Plan", "Step",
            "namespace", "veth_name", "derived_mac", "host_mac", "host_dir", "lab_key", "cpu_plan",
            "other_cpus", "cpu_mask", "parse_mask", "control_checkout"]
 
@@ -87,8 +90,6 @@ def up(inv: Inventory, log=print, dry_run: bool = False) -> dict:
     apply(inv, p.steps, rep, dry_run=dry_run)
     if dry_run:
         log(f"lab {inv.name} (dry run): {len(p.steps)} step(s) to take, {len(p.found)} already in place")
-        from .state import read_state
-
         return {"created": [], "steps": [s.what for s in p.steps], "found": rep.found,
                 "warnings": rep.warnings, "state": read_state(inv)}
     state = write_state(inv)
@@ -133,6 +134,21 @@ def status(inv: Inventory) -> list[dict]:
             r = net.run(["git", "-C", h.checkout, "rev-parse", "--short", "HEAD"], check=False)
             row["checkout"] = r.stdout.strip() if r.returncode == 0 else "(no commit)"
         rows.append(row)
+    return rows
+
+
+def irq_status(inv: Inventory) -> list[dict]:
+    """One row per device IRQ: its affinity and effective CPUs, whether it may land on the
+    hardworker's dedicated CPUs, and what this lab did to it (the affinity ``down`` restores)."""
+    _require(inv)
+    hw = set(cpu_plan(inv)[inv.hardworker.name])
+    saved = read_state(inv).get("irqs", {})
+    rows = []
+    for n, irq in irqs.read().items():
+        s = saved.get(str(n))
+        lab = "" if s is None else f"refused ({s['refused']})" if "refused" in s else f"steered (was {s['affinity']})"
+        rows.append({"irq": n, "name": irq["name"], "affinity": irq["affinity"], "effective": irq["effective"] or "",
+                     "hw_cpu": "yes" if hw & set(irqs.parse_cpus(irq["affinity"])) else "", "lab": lab})
     return rows
 
 

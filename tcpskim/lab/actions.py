@@ -1,7 +1,9 @@
 """Run the steps of a ``steps.Plan``, and the report every lab operation returns.
 
 A step either runs its commands in order or is one of the named actions below (files, keys,
-sshd, known_hosts, clone). ``dry_run`` prints each step and its commands, and runs nothing.
+sshd, known_hosts, clone, IRQ affinity). ``dry_run`` prints each step and its commands, and runs
+nothing. An action may answer a warning instead (an IRQ the kernel would not move): the step is
+then reported as a warning, not as created.
 """
 
 from __future__ import annotations
@@ -64,6 +66,35 @@ def _authorized_keys(inv: Inventory, step: Step) -> None:
         str(host_dir(inv, host) / "authorized_keys"), authorized_keys_text(pub, state.custom_pub(inv, host)))))
 
 
+def _irq_write(step: Step) -> str | None:
+    """Run the step's one ``tee`` into smp_affinity_list; None, or the kernel's reason."""
+    c = step.cmds[0]
+    r = run(c.argv, check=False, input=c.input)
+    if r.returncode == 0:
+        return None
+    return (r.stderr.strip() or f"exit {r.returncode}").splitlines()[-1].rpartition(": ")[2]
+
+
+def _irq(inv: Inventory, step: Step) -> str | None:
+    n, name, old = step.args
+    state.save_irq(inv, n, {"name": name, "affinity": old})  # before the change: a crash leaves it to restore
+    why = _irq_write(step)
+    if why is None:
+        return None
+    # Managed IRQs (the kernel spreads them over CPUs itself) and per-CPU ones refuse (EIO).
+    saved = state.read_state(inv).get("irqs", {}).get(str(n), {"name": name, "affinity": old})
+    state.save_irq(inv, n, {**saved, "refused": why}, replace=True)
+    return f"IRQ {n} ({name}) refuses affinity changes ({why}): stays on CPUs {old}"
+
+
+def _irq_restore(inv: Inventory, step: Step) -> str | None:
+    why = _irq_write(step)
+    if why is not None:
+        return f"{step.what}: {why}"
+    state.forget_irqs(inv, [step.args[0]])
+    return None
+
+
 def _clone(inv: Inventory, step: Step) -> None:
     name, *src = step.args
     state.clone(inv.host(name), tuple(src))
@@ -78,6 +109,8 @@ ACTIONS = {
     "sshd": lambda inv, step: sshd.start(inv, inv.host(step.args[0])),
     "known_hosts": lambda inv, step: state.write_known_hosts(inv),
     "clone": _clone,
+    "irq": _irq,
+    "irq_restore": _irq_restore,
 }
 
 
@@ -88,5 +121,8 @@ def apply(inv: Inventory, steps: list[Step], rep: Report, dry_run: bool = False)
             for c in step.cmds:
                 rep.log(f"    $ {c}")
             continue
-        ACTIONS[step.op](inv, step)
-        rep.made(step.what)
+        warning = ACTIONS[step.op](inv, step)
+        if warning:
+            rep.warn(warning)
+        else:
+            rep.made(step.what)

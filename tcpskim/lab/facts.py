@@ -1,11 +1,14 @@
 """Read what exists of a lab on this machine (``steps.Facts``): links, addresses, offload and RPS
-state, keys, sshd, known_hosts, checkouts. Reads only; ``steps.diff`` decides what to change.
+state, device IRQ affinities (and those the lab changed), keys, sshd, known_hosts, checkouts.
+Reads only; ``steps.diff`` decides what to change.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from roles import irqs
 
 from ..inventory import Host, Inventory
 from . import net, sshd, state
@@ -25,6 +28,7 @@ def gather(inv: Inventory, bridge_netns: str | None = None) -> Facts:
         lab_pub=state.read_text(key.with_name(key.name + ".pub")) if key.exists() else None,
         rps_supported=net.rps_supported(),
         source=state.source(inv),  # fails early if the control checkout is unusable
+        irqs=irqs.read(), irqs_saved=state.read_state(inv).get("irqs", {}),
     )
     # (with a bridge namespace that does not exist, every `ip -n` read below finds nothing)
     facts.bridge_netns, facts.bridge_netns_exists = b, bool(b) and net.ns_exists(b)

@@ -1,5 +1,6 @@
-"""The lab's files: its state dir (marked as ours), lab.json, the known_hosts entries (through
-``tcpskim.hostkeys``), and the per-host git checkouts cloned from the control checkout.
+"""The lab's files: its state dir (marked as ours), lab.json (with the device IRQ affinities the
+lab changed), the known_hosts entries (through ``tcpskim.hostkeys``), and the per-host git
+checkouts cloned from the control checkout.
 """
 
 from __future__ import annotations
@@ -201,6 +202,35 @@ def write_state(inv: Inventory) -> dict:
             "sshd_pid": sshd.pid(inv, h), "checkout": h.checkout, "cpus": plan[h.name],
         }
     old = read_state(inv)
+    state["irqs"] = old.get("irqs", {})  # written as they change (save_irq): kept until `down` restores them
     if {k: v for k, v in old.items() if k != "updated"} != {k: v for k, v in state.items() if k != "updated"}:
-        write_if_changed(Path(lab.state_dir) / "lab.json", json.dumps(state, indent=2) + "\n")
+        _write_state_dict(inv, state)
     return state
+
+
+def _write_state_dict(inv: Inventory, state: dict) -> None:
+    write_if_changed(Path(lab_of(inv).state_dir) / "lab.json", json.dumps(state, indent=2) + "\n")
+
+
+def save_irq(inv: Inventory, irq: int, entry: dict, replace: bool = False) -> None:
+    """Record IRQ ``irq``'s affinity before the lab changes it (``entry``: name, affinity, and
+    ``refused`` when the kernel refused the change). Written before the change, so a lab that
+    crashes right after leaves what ``down`` (or the next ``up``) must restore. The first
+    record of an IRQ is its original affinity: later ones never overwrite it (``replace``: the
+    entry itself changes, e.g. to say the change was refused)."""
+    state = read_state(inv)
+    saved = state.setdefault("irqs", {})
+    if str(irq) in saved and not replace:
+        return
+    saved[str(irq)] = entry
+    _write_state_dict(inv, state)
+
+
+def forget_irqs(inv: Inventory, irqs) -> None:
+    """Drop the records of IRQs whose affinity is back as it was (or whose IRQ is gone)."""
+    state = read_state(inv)
+    saved = state.get("irqs", {})
+    if any(str(n) in saved for n in irqs):
+        for n in irqs:
+            saved.pop(str(n), None)
+        _write_state_dict(inv, state)

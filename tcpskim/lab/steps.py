@@ -12,6 +12,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from roles import irqs as irqmod
+
 from ..inventory import Host, Inventory
 from . import sshd
 from .names import (LabError, cpu_mask, cpu_plan, derived_mac, host_dir, host_mac, lab_key, lab_of, namespace,
@@ -57,6 +59,9 @@ class Facts:
     bridge_netns_exists: bool = False
     source: tuple[str, str | None, str | None] = ("", None, None)
     hosts: dict[str, HostFacts] = field(default_factory=dict)
+    irqs: dict[int, dict] = field(default_factory=dict)  # roles.irqs.read(): the machine's device IRQs
+    irqs_saved: dict[str, dict] = field(default_factory=dict)  # lab.json "irqs": affinities this lab changed
+    irq_root: str | None = None  # /proc/irq (tests: a fake tree)
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ class Cmd:
 
 @dataclass(frozen=True)
 class Step:
-    area: str  # state | net | sshd | known_hosts | checkout
+    area: str  # state | net | irq | sshd | known_hosts | checkout
     host: str | None  # None: lab-wide
     what: str  # as reported: "namespace tsk-sensor"
     cmds: tuple[Cmd, ...] = ()
@@ -106,6 +111,7 @@ def diff(inv: Inventory, facts: Facts) -> Plan:
             new.add(h.name)
         _rps(inv, h, facts, h.name in new, plan)
     _bridge_rps(inv, facts, new, plan)
+    _irqs(inv, facts, plan)
     for h in inv.hosts:
         _sshd(inv, h, facts, plan)
     _known_hosts(inv, facts, plan)
@@ -244,6 +250,37 @@ def _bridge_rps(inv: Inventory, facts: Facts, new: set[str], plan: Plan) -> None
             v = veth_name(inv, h)
             plan.add("net", h.name, f"rps_cpus {mask} on bridge port {v}",
                      Cmd(in_ns(facts.bridge_netns, "tee", RPS.format(v)), input=mask + "\n"))
+
+
+def _irqs(inv: Inventory, facts: Facts, plan: Plan) -> None:
+    """Device IRQs off the hardworker's dedicated CPUs: an interrupt's handler and the softirq it
+    raises (a disk write's BLOCK completion, whoever wrote) run where it lands, and would be
+    charged to the hardworker. Each IRQ keeps the rest of its affinity (or gets the other CPUs).
+    Without a CPU to dedicate, affinities a lab changed earlier go back (a lab that crashed)."""
+    cpus = cpu_plan(inv, facts.ncpu)
+    hw = set(cpus[inv.hardworker.name])
+    others = other_cpus(cpus, inv.hosts)
+    steer = lab_of(inv).dedicate_cpu and hw and others
+    kept = 0
+    for n, irq in sorted(facts.irqs.items()):
+        saved, aff, path = facts.irqs_saved.get(str(n)), irq["affinity"], irqmod.affinity_path(n, facts.irq_root)
+        label = f"IRQ {n} ({irq['name']})"
+        if not steer:
+            if saved and "refused" not in saved and aff != saved["affinity"]:
+                plan.add("irq", None, f"{label} affinity {aff} -> {saved['affinity']} (restored)",
+                         Cmd(("tee", path), input=saved["affinity"] + "\n"), op="irq_restore", args=(n,))
+            continue
+        cur = set(irqmod.parse_cpus(aff))
+        if not cur & hw:
+            kept += 1
+        elif saved and "refused" in saved:  # tried by an earlier up (managed or per-CPU): warned then
+            plan.found.append(f"{label} on CPUs {aff}: refuses affinity changes ({saved['refused']})")
+        else:
+            new = irqmod.cpu_list(cur - hw or others)
+            plan.add("irq", None, f"{label} affinity {aff} -> {new}", Cmd(("tee", path), input=new + "\n"),
+                     op="irq", args=(n, irq["name"], aff))
+    if kept:
+        plan.found.append(f"{kept} device IRQ(s) off CPU {irqmod.cpu_list(hw)}")
 
 
 def authorized_keys_text(lab_pub: str, custom_pub: str | None) -> str:

@@ -1,11 +1,14 @@
 """``down``: remove everything ``up`` made, in an order that is safe on any half-built lab:
-XDP first, then processes, links and namespaces, mounts, and last the files.
+XDP first, then processes, links and namespaces, mounts, device IRQ affinities back as lab.json
+recorded them, and last the files.
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+
+from roles import irqs
 
 from ..inventory import Inventory
 from . import net, procs, state
@@ -54,6 +57,7 @@ def down(inv: Inventory, rep: Report, b: str | None = None) -> None:
                 rep.gone(f"namespace {ns}")
 
     _unmount(every_ns, lab.state_dir, rep)
+    _restore_irqs(old.get("irqs", {}), rep)
     _files(inv, rep)
     leftover = [ns for ns in every_ns if net.ns_exists(ns)] + [v for v in veths if net.link(v, b) is not None]
     if leftover:
@@ -70,6 +74,23 @@ def _unmount(namespaces: list[str], state_dir: str, rep: Report) -> None:
             rep.warn(f"umount {mp}: {r.stderr.strip()}")
     for ns in namespaces:  # the (now unmounted) file `ip netns add` left, if any
         Path("/run/netns", ns).unlink(missing_ok=True)
+
+
+def _restore_irqs(saved: dict, rep: Report, root: str | None = None) -> None:
+    """Every IRQ affinity this lab changed, back to what it was before (exactly the list it
+    read; which CPU of it the kernel then delivers to is the kernel's choice). An IRQ that is
+    gone (its device removed) has nothing to restore."""
+    now = irqs.read(root or irqs.ROOT)
+    for key, entry in sorted(saved.items(), key=lambda kv: int(kv[0])):
+        n = int(key)
+        if "refused" in entry or n not in now or now[n]["affinity"] == entry["affinity"]:
+            continue
+        try:
+            Path(irqs.affinity_path(n, root)).write_text(entry["affinity"] + "\n")
+        except OSError as exc:
+            rep.warn(f"IRQ {n} ({entry['name']}): affinity not restored to {entry['affinity']}: {exc.strerror}")
+            continue
+        rep.gone(f"IRQ {n} ({entry['name']}) steering: affinity {now[n]['affinity']} -> {entry['affinity']}")
 
 
 def _files(inv: Inventory, rep: Report) -> None:
