@@ -81,10 +81,13 @@ def _irq(inv: Inventory, step: Step) -> str | None:
     why = _irq_write(step)
     if why is None:
         return None
-    # Managed IRQs (the kernel spreads them over CPUs itself) and per-CPU ones refuse (EIO).
+    # Managed IRQs (the kernel spreads a multi-queue device's vectors over the CPUs itself, e.g.
+    # virtio-blk's request queues) and per-CPU ones refuse (EIO); only the boot parameter
+    # isolcpus=managed_irq,CPUS keeps managed ones off a CPU.
     saved = state.read_state(inv).get("irqs", {}).get(str(n), {"name": name, "affinity": old})
     state.save_irq(inv, n, {**saved, "refused": why}, replace=True)
-    return f"IRQ {n} ({name}) refuses affinity changes ({why}): stays on CPUs {old}"
+    return (f"IRQ {n} ({name}) refuses affinity changes ({why}): stays on CPUs {old} "
+            "(a managed or per-CPU IRQ; isolcpus=managed_irq,CPU at boot keeps managed ones off a CPU)")
 
 
 def _irq_restore(inv: Inventory, step: Step) -> str | None:
