@@ -297,7 +297,8 @@ def built(tmp_path_factory):
 
 
 def refusals(warnings):
-    """Warnings other than IRQs the kernel would not move (managed or per-CPU: said, not a fault)."""
+    """Warnings other than IRQs the kernel would not move (managed or per-CPU, e.g. virtio-blk's
+    here: said, not a fault)."""
     return [w for w in warnings if "refuses affinity changes" not in w]
 
 

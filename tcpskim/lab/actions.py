@@ -81,9 +81,9 @@ def _irq(inv: Inventory, step: Step) -> str | None:
     why = _irq_write(step)
     if why is None:
         return None
-    # Managed IRQs (the kernel spreads a multi-queue device's vectors over the CPUs itself, e.g.
-    # virtio-blk's request queues) and per-CPU ones refuse (EIO); only the boot parameter
-    # isolcpus=managed_irq,CPUS keeps managed ones off a CPU.
+    # Managed IRQs (the kernel spreads a device's queue vectors over the CPUs itself, e.g.
+    # virtio-blk's request queues) and per-CPU ones refuse (EIO; EPERM on this 6.18 kernel); only
+    # the boot parameter isolcpus=managed_irq,CPUS keeps managed ones off a CPU.
     saved = state.read_state(inv).get("irqs", {}).get(str(n), {"name": name, "affinity": old})
     state.save_irq(inv, n, {**saved, "refused": why}, replace=True)
     return (f"IRQ {n} ({name}) refuses affinity changes ({why}): stays on CPUs {old} "
@@ -125,7 +125,7 @@ def apply(inv: Inventory, steps: list[Step], rep: Report, dry_run: bool = False)
                 rep.log(f"    $ {c}")
             continue
         warning = ACTIONS[step.op](inv, step)
-        if warning:
+        if isinstance(warning, str):  # (other actions may answer a value, e.g. sshd's pid)
             rep.warn(warning)
         else:
             rep.made(step.what)
