@@ -11,7 +11,7 @@ import pytest
 
 from roles import irqs
 from tcpskim import lab
-from tcpskim.doctor import dedicated_cpus, irq_warning
+from tcpskim.doctor import dedicated_cpus, irq_items, irq_warning
 from tcpskim.lab import state, teardown
 from tcpskim.lab.steps import Facts, diff
 
@@ -206,6 +206,9 @@ def test_doctor_warns_in_one_line_naming_irqs_and_cpu(inv, tree):
     assert irq_warning({"26": got["26"]}, [3]) is None and irq_warning(None, [3]) is None
     many = {str(n): {"name": f"q{n}", "affinity": "0-3", "effective": "0"} for n in range(10)}
     assert irq_warning(many, [3], limit=2).count(" q") == 2 and "and 8 more" in irq_warning(many, [3], limit=2)
+    assert irq_items(got, [3]) == ("3 on CPU 3", [f"warning: {w}"])
+    assert irq_items({"26": got["26"]}, [3]) == ("none on CPU 3", [])
+    assert irq_items(None, [3]) == irq_items(got, []) == ("", [])  # an old checkout; no dedicated CPU
     hw = inv.hardworker
     assert dedicated_cpus(inv, inv.logger) == [] and dedicated_cpus(inv, hw) == lab.cpu_plan(inv)[hw.name]
 
