@@ -77,12 +77,16 @@ def test_doctor_reports_every_host(deployed):
     r = run_invoke(path, "doctor")
     assert r.returncode == 0, r.stdout + r.stderr
     head = next(line for line in r.stdout.splitlines() if line.startswith("host "))
-    a, b = head.index("attribution"), head.index("commit")
+    a, b, c = head.index("attribution"), head.index("irqs"), head.index("commit")
+    hw = lab.cpu_plan(inv)[inv.hardworker.name]
     for h in inv.hosts:
         row = next(line for line in r.stdout.splitlines() if line.startswith(h.name + " "))
         assert "compiles+loads" in row and "generic" in row and lab.host_mac(h) in row, row
         # this kernel has every tracepoint attribution.c uses; tracefs mounted or mountable
         assert row[a:b].strip() == "ok", r.stdout
+        # device IRQs that may land on the dedicated CPU: after lab.up only those the kernel refused
+        irqs = row[b:c].strip()
+        assert irqs.endswith(f" on CPU {hw[0]}") if h.role == "hardworker" and hw else irqs == "", r.stdout
 
 
 def test_stopped_sshd_fails_that_host_alone(deployed):
