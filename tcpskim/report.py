@@ -40,7 +40,7 @@ _FLOAT_COLS = {"duration_s", "hw_busy_cpu_s", "hw_idle_baseline_cpu_s", "hw_cpu_
                "latency_p99_us", "achieved_rate_hz", "hw_wake_cost_us", "hw_attr_us_per_record",
                "hw_unattributed_us", "hw_tracer_cost_us", "hw_tracer_cost_share",
                "hw_period_median_us", "hw_other_tasks_s", "hw_steal_s", "hw_cpu_us_per_sent_record",
-               "hw_attr_us_per_sent_record", "hw_role_user_share"}
+               "hw_attr_us_per_sent_record", "hw_stream_us_per_sent_record", "hw_role_user_share"}
 _JSON_COLS = {"hw_components_us", "hw_events_per_record", "hw_period_ci_us"}  # JSON text in the CSV
 _TEXT_COLS = {"mode", "95% CI", "flags", "source", "saves", "CI method", "deliver", "CPU source"}
 _PROBLEM_COLS = (("lost", "LOST"), ("duplicates", "DUP"), ("corrupt", "CORRUPT"))
@@ -397,7 +397,8 @@ def _deliver_table(rows):
     """(4) what the delivery policy gave the hardworker, and its cost per *sent* record (the
     hardworker's cost of the whole stream) beside its cost per delivered record."""
     h = ["mode", "deliver", "rate Hz", "size B", "n", "CPU µs/sent rec", "95% CI",
-         "attributed µs/sent rec", "CPU µs/delivered", "sent", "expected", "delivered", "skipped", "p99 µs"]
+         "attributed µs/sent rec", "stream µs/sent rec", "CPU µs/delivered", "sent", "expected", "delivered",
+         "skipped", "p99 µs"]
     body = []
     g = defaultdict(list)
     for r in rows:
@@ -409,8 +410,10 @@ def _deliver_table(rows):
         mean, lo, hi, n = stats.mean_ci(r.get("hw_cpu_us_per_sent_record") for r in ok)
         exp = [r.get("expected") for r in grp]
         attr = stats.mean_ci(r.get("hw_attr_us_per_sent_record") for r in ok)
+        strm = stats.mean_ci(r.get("hw_stream_us_per_sent_record") for r in ok)
         body.append([mode, deliver, rate, size, n, _fmt(mean), _ci(lo, hi),
                      _fmt(attr[0]) + (" " + _ci(attr[1], attr[2]) if attr[1] is not None else ""),
+                     _fmt(strm[0]) + (" " + _ci(strm[1], strm[2]) if strm[1] is not None else ""),
                      _fmt(stats.mean_ci(r.get("hw_cpu_us_per_record") for r in ok)[0]),
                      _sum(grp, "sent"), "-" if None in exp else sum(exp), _sum(grp, "delivered"),
                      _sum(grp, "skipped"), _fmt(stats.mean_ci(r.get("latency_p99_us") for r in ok)[0], 1)])

@@ -23,6 +23,7 @@ COLUMNS = ["run_id", "trial", "mode", "rate_hz", "size_bytes", "duration_s", "re
            "hw_cpu_us_per_record", "hw_process_cpu_us_per_record", "bpf_ns_per_packet", "ctx_switches",
            "peak_rss_bytes", "latency_p50_us", "latency_p99_us", "achieved_rate_hz", "status", "wakeup",
            "deliver", "expected", "skipped", "hw_cpu_us_per_sent_record", "hw_attr_us_per_sent_record",
+           "hw_stream_us_per_sent_record",
            "hw_sampler_cpu_s", "send_lateness_p99_us", "hw_wake_cost_us", "hw_softirq_share",
            # tracepoint attribution of the hardworker's dedicated CPU (tcpskim.components)
            "hw_attr_us_per_record", "hw_components_us", "hw_events_per_record", "hw_unattributed_us",
@@ -197,6 +198,10 @@ def _deliver_counts(row, hw, sensors, p, trial, elapsed, busy, baseline) -> None
     # only pull the xdp/tcp ratio towards 1.
     attr = components.attributed_busy_s(hw.get("window"))
     row["hw_attr_us_per_sent_record"] = attr / n_sent * 1e6 if attr is not None and n_sent else None
+    # Only the busy periods that served the stream (a packet received, or the role ran): the
+    # housekeeping left in the attributed figure is out too.
+    stream = (((hw.get("window") or {}).get("attribution") or {}).get("periods") or {}).get("stream_s")
+    row["hw_stream_us_per_sent_record"] = stream / n_sent * 1e6 if stream is not None and n_sent else None
 
 
 class RunFileError(ValueError):

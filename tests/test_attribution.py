@@ -270,3 +270,17 @@ def test_cost_per_event_is_measured(tracer):
     time.sleep(0.05)
     tracer.close()
     assert tracer.result()["counters"].get("switch", 0) > 0
+
+
+def test_stream_time_counts_only_periods_that_received_or_ran_the_role():
+    def p(start, ns, net_rx=0, role_in=0):
+        return {"start": start, "end": start + sum(ns.values()), "cpu": 1, "net_rx": net_rx,
+                "role_in": role_in, "ns": {"role": 0, "softirq_net": 0, "softirq": 0, "hardirq": 0,
+                                           "task": 0, "idle": 0, **ns}}
+    periods = [p(0, {"hardirq": 3000, "softirq": 2000}),          # a tick: housekeeping
+               p(10_000, {"softirq_net": 7000}, net_rx=1),          # a packet (xdp: no wake-up)
+               p(20_000, {"softirq_net": 5000, "role": 20_000}, net_rx=1, role_in=1),
+               p(60_000, {"role": 9000, "task": 40_000}, role_in=1),  # a decision; kdamond not charged
+               p(90_000, {"task": 50_000})]                         # another task only
+    st = ast.period_stats(periods)
+    assert st["stream_s"] == pytest.approx((7000 + 25_000 + 9000) / 1e9)
