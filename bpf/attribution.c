@@ -148,11 +148,46 @@ static __always_inline void emit(struct state *s, struct ctl *c, u32 cpu, u64 en
         s->emitted = 1;  /* a period running across the close is emitted once */
 }
 
+static __always_inline int is_role_tgid(struct ctl *c, u32 tgid) {
+    return tgid && (tgid == c->tgid[0] || tgid == c->tgid[1] || tgid == c->tgid[2] ||
+                    tgid == c->tgid[3]);
+}
+
+/* The task level is whatever is current: if it is not the task last switched to, a switch was
+ * not seen (on the lab's VM the switch *out* of some of the control machine's own threads is
+ * never traced: the next switch comes from another task, and part of the stretch was idle).
+ * Every event checks it (an interrupt's current is the task it interrupted), so the stretch
+ * since the last event goes to the task that really ran, before it is charged. This also
+ * names the first stretch after attach, and a CPU's idle task before it is learnt. */
+static __always_inline void own_stretch(struct state *s, struct ctl *c, u64 prev, u32 prev_pid,
+                                        u32 prev_tgid, u64 ts) {
+    struct frame *f = &s->f[0];
+    if (f->id == prev)
+        return;
+    if (s->last && window(c, ts))
+        s->cnt[W_UNSEEN]++;
+    f->id = prev;
+    if (prev_pid == 0) {
+        f->kind = K_IDLE;
+        f->slot = S_IDLE;
+    } else if (is_role_tgid(c, prev_tgid)) {
+        f->kind = K_ROLE;
+        f->slot = S_ROLE;
+    } else {
+        f->kind = K_TASK;
+        f->slot = S_TASK;
+    }
+}
+
 /* Charge [s->last, ts) (clipped to the window) to the top frame. */
 static __always_inline struct state *charge(u32 cpu, u64 ts, struct ctl *c) {
     struct state *s = st.lookup(&cpu);
     if (!s)
         return 0;
+    if (s->depth == 0) {
+        u64 pt = bpf_get_current_pid_tgid();
+        own_stretch(s, c, bpf_get_current_task(), (u32)pt, pt >> 32, ts);
+    }
     u64 a = s->last, b = ts;
     s->last = ts;
     if (!c->t_open || !a)
@@ -253,39 +288,10 @@ static __always_inline int pop(u32 kind) {
     return 0;
 }
 
-static __always_inline int is_role_tgid(struct ctl *c, u32 tgid) {
-    return tgid && (tgid == c->tgid[0] || tgid == c->tgid[1] || tgid == c->tgid[2] ||
-                    tgid == c->tgid[3]);
-}
 
 /* (bool preempt, struct task_struct *prev, struct task_struct *next, unsigned prev_state)
  * prev is the current task: its pid, tgid and comm come from helpers, so no task_struct
  * layout is needed; next is known by its pointer (idle task, a role thread seen before). */
-/* The task leaving is the one that ran: if it is not the one last switched to, a switch was
- * not seen (on the lab's VM the switch *out* of some of the control machine's own threads is
- * never traced: the next switch comes from another task, and part of the stretch was idle).
- * The stretch since the last event then goes to the task seen leaving, before it is charged.
- * This also names the first stretch after attach, and a CPU's idle task before it is learnt. */
-static __always_inline void own_stretch(struct state *s, struct ctl *c, u64 prev, u32 prev_pid,
-                                        u32 prev_tgid, u64 ts) {
-    struct frame *f = &s->f[0];
-    if (f->id == prev)
-        return;
-    if (s->last && window(c, ts))
-        s->cnt[W_UNSEEN]++;
-    f->id = prev;
-    if (prev_pid == 0) {
-        f->kind = K_IDLE;
-        f->slot = S_IDLE;
-    } else if (is_role_tgid(c, prev_tgid)) {
-        f->kind = K_ROLE;
-        f->slot = S_ROLE;
-    } else {
-        f->kind = K_TASK;
-        f->slot = S_TASK;
-    }
-}
-
 RAW_TRACEPOINT_PROBE(sched_switch) {
     u32 cpu = bpf_get_smp_processor_id();
     if (!measured(cpu))
