@@ -12,6 +12,7 @@ with a torn MAC: it is lost on the wire, never ACKed, and the sensor's TCP retra
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
@@ -95,26 +96,41 @@ def fill(map_fd: int, addrs: list[tuple[str, str]]) -> None:
         write_addr(map_fd, slot, ip, mac)
 
 
-def sync_prog(prog_id: int, macs: dict[str, str]) -> list[dict] | None:
-    """Rewrite the address map of program ``prog_id`` where ``macs`` (ip -> mac) knows better.
-    Returns the changes made, or None when the program has no such map (not ours)."""
+@contextlib.contextmanager
+def _addr_map(prog_id: int):
+    """The fd and info of program ``prog_id``'s address map, or (None, None): not ours."""
     prog_fd = _fd_by_id(PROG_GET_FD_BY_ID, prog_id)
     try:
         for map_id in prog_map_ids(prog_fd):
             map_fd = _fd_by_id(MAP_GET_FD_BY_ID, map_id)
             try:
                 info = map_info(map_fd)
-                if info["name"] != MAP_NAME or info["value_size"] != ADDR.size:
-                    continue
-                changes = []
-                for slot, (ip, mac) in enumerate(read_addrs(map_fd, info["max_entries"])):
-                    want = macs.get(ip)
-                    if want and want != mac:
-                        write_addr(map_fd, slot, ip, want)
-                        changes.append({"slot": slot, "ip": ip, "old": mac, "mac": want})
-                return changes
+                if info["name"] == MAP_NAME and info["value_size"] == ADDR.size:
+                    yield map_fd, info
+                    return
             finally:
                 os.close(map_fd)
-        return None
+        yield None, None
     finally:
         os.close(prog_fd)
+
+
+def prog_addrs(prog_id: int) -> list[tuple[str, str]] | None:
+    """The (ip, mac) slots of program ``prog_id``'s address map, or None (not ours)."""
+    with _addr_map(prog_id) as (map_fd, info):
+        return None if map_fd is None else read_addrs(map_fd, info["max_entries"])
+
+
+def sync_prog(prog_id: int, macs: dict[str, str]) -> list[dict] | None:
+    """Rewrite the address map of program ``prog_id`` where ``macs`` (ip -> mac) knows better.
+    Returns the changes made, or None when the program has no such map (not ours)."""
+    with _addr_map(prog_id) as (map_fd, info):
+        if map_fd is None:
+            return None
+        changes = []
+        for slot, (ip, mac) in enumerate(read_addrs(map_fd, info["max_entries"])):
+            want = macs.get(ip)
+            if want and want != mac:
+                write_addr(map_fd, slot, ip, want)
+                changes.append({"slot": slot, "ip": ip, "old": mac, "mac": want})
+        return changes

@@ -357,18 +357,7 @@ def xdp_addrs(lab, h):
 
     link = json.loads(lab.ip(h, "-j", "-d", "link", "show", "eth0").stdout)[0]
     prog = link.get("xdp", {}).get("prog", {}).get("id")
-    fd = bpfmap._fd_by_id(bpfmap.PROG_GET_FD_BY_ID, prog)
-    try:
-        for map_id in bpfmap.prog_map_ids(fd):
-            mfd = bpfmap._fd_by_id(bpfmap.MAP_GET_FD_BY_ID, map_id)
-            try:
-                info = bpfmap.map_info(mfd)
-                if info["name"] == bpfmap.MAP_NAME:
-                    return bpfmap.read_addrs(mfd, info["max_entries"])
-            finally:
-                os.close(mfd)
-    finally:
-        os.close(fd)
+    return bpfmap.prog_addrs(prog)
 
 
 @pytest.mark.skipif(not _have_bcc(), reason="bcc is not importable by this python")

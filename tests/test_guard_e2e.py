@@ -71,18 +71,7 @@ def xdp_addrs(inv, host):
     prog = link.get("xdp", {}).get("prog", {}).get("id")
     if not prog:
         return None
-    fd = bpfmap._fd_by_id(bpfmap.PROG_GET_FD_BY_ID, prog)
-    try:
-        for map_id in bpfmap.prog_map_ids(fd):
-            mfd = bpfmap._fd_by_id(bpfmap.MAP_GET_FD_BY_ID, map_id)
-            try:
-                info = bpfmap.map_info(mfd)
-                if info["name"] == bpfmap.MAP_NAME:
-                    return bpfmap.read_addrs(mfd, info["max_entries"])
-            finally:
-                os.close(mfd)
-    finally:
-        os.close(fd)
+    return bpfmap.prog_addrs(prog)
 
 
 def guard_processes(inv) -> list[str]:
