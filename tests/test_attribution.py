@@ -139,6 +139,27 @@ def pinned():
 
 
 @pytest.mark.lab
+@pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="needs Linux and root (bcc)")
+def test_the_tracer_loads_on_this_kernel_and_accounts_one_window():
+    """attribution.c through this kernel's verifier (one CPU is enough: scripts/arm64-check runs
+    this on Debian's arm64 6.1 and 6.12 in a one-vCPU VM); a load failure fails the test."""
+    pytest.importorskip("bcc")
+    from roles.attribution import Tracer
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    with Tracer([cpu], pids=[os.getpid()]) as tr:
+        assert not [e for e in tr.missing if e.startswith(("sched/", "irq/softirq"))], tr.missing
+        tr.open()
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < 0.05:
+            pass
+        time.sleep(0.05)
+        tr.close()
+        r = tr.result()
+    assert r["sum_s"] == pytest.approx(r["elapsed_s"], rel=0.001)
+    assert r["traced_busy_s"] > 0 and r["periods"]["n"] >= 1, r["periods"]
+
+
+@pytest.mark.lab
 @need_kernel
 def test_busy_loop_time_is_recovered_and_the_parts_add_up(tracer, pinned):
     tracer.set_pids([os.getpid()])
