@@ -55,6 +55,21 @@ def test_components_add_up_and_xdp_is_taken_out_of_net_rx():
     assert r["cost"]["cost_s"] == pytest.approx(r["events"] * 100e-9)
 
 
+def test_the_idle_task_outside_a_cpuidle_state_is_busy_time():
+    """With cpuidle states traced, the idle task's stretches outside them (tick restart,
+    schedule_idle) are the busy part "idle entry/exit": the kernel's idle accounting counts
+    them busy. Without power:cpu_idle they cannot be told apart and stay idle."""
+    acc = {(1, K["cstate"], 1): [500_000_000, 100], (1, K["idle"], 0): [100_000_000, 100],
+           (1, K["role"], 0): [400_000_000, 100]}
+    r = ast.summarize(_raw(acc, edges=_edges(0, 500_000_000)))
+    assert r["components_s"]["idle entry/exit"] == pytest.approx(0.1)
+    assert r["traced_idle_s"] == pytest.approx(0.5) and r["traced_busy_s"] == pytest.approx(0.5)
+    assert r["unattributed_s"] == pytest.approx(0.0, abs=1e-9)
+    no_cstates = {k: v for k, v in acc.items() if k[1] != K["cstate"]}
+    r = ast.summarize(_raw(no_cstates, edges=_edges(0, 100_000_000)))
+    assert "idle entry/exit" not in r["components_s"] and r["traced_idle_s"] == pytest.approx(0.1)
+
+
 def test_series_splits_periods_exactly_at_bin_edges():
     ms = 10**6
     periods = [{"start": 5 * ms, "end": 25 * ms, "ns": {}}, {"start": 31 * ms, "end": 32 * ms, "ns": {}}]

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Benchmark: where the attribution's unattributed rest comes from — a cost per wake from idle.
+
+    .venv/bin/python bench/idle_exit.py [--cpu 1] [--rates 0,500,1000,2000,4000] [--window 3]
+
+On a fully busy CPU the unattributed rest (busy by the kernel's idle accounting minus the
+traced busy parts) is 0; at 2 kHz per-record it was 8-17 % of busy. This bench wakes the
+measured CPU from idle at known rates with no network at all: a child pinned to the CPU
+sleeps 1/rate s (an hrtimer wakes it), spins ``--work`` µs, sleeps again. Per window it prints
+the busy periods (wakes from idle), the tracer's "idle entry/exit" (the idle task outside any
+cpuidle state: tick restart, schedule_idle, the governor; a busy part since it was measured
+here), the unattributed rest with it and without it (as it was when that stretch counted as
+idle), per wake and as a share of busy time, and fits both per wake over the windows (least
+squares). Rates interleave over ``--repeat`` rounds; compare within one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tabulate import tabulate  # noqa: E402
+
+from roles.attribution import Tracer  # noqa: E402
+
+_CHILD = """
+import os, sys, time
+os.sched_setaffinity(0, {int(sys.argv[1])})
+period, work = float(sys.argv[2]), float(sys.argv[3])
+print("ready", flush=True)
+sys.stdin.readline()
+end = time.monotonic() + float(sys.argv[4])
+while time.monotonic() < end:
+    time.sleep(period)
+    t = time.thread_time()
+    while time.thread_time() - t < work:
+        pass
+"""
+
+
+def window(tr, cpu, rate, work_us, secs):
+    """One traced window with the child waking ``cpu`` ``rate`` times a second (0: none)."""
+    child = None
+    if rate:
+        child = subprocess.Popen([sys.executable, "-c", _CHILD, str(cpu), str(1 / rate),
+                                  str(work_us / 1e6), str(secs + 1)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        child.stdout.readline()
+        tr.set_pids([child.pid])
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        time.sleep(0.3)
+    tr.open()
+    time.sleep(secs)
+    tr.close()
+    if child:
+        child.wait()
+    r = tr.result()
+    comp = r["components_s"]
+    return {"rate": rate, "wakes": r["periods"]["n"], "busy_s": r["proc_busy_s"],
+            "traced_s": r["traced_busy_s"], "unattr_s": r["unattributed_s"],
+            "idle_exit_s": comp.get("idle entry/exit", 0.0), "role_s": comp.get("role", 0.0),
+            "steal_s": r.get("steal_s", 0.0)}
+
+
+def fit(points):
+    """Least squares y = a x + b over (x, y)."""
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    a = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else float("nan")
+    return a, my - a * mx
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cpu", type=int, default=(os.cpu_count() or 2) - 1)
+    ap.add_argument("--rates", default="0,500,1000,2000,4000")
+    ap.add_argument("--work", type=float, default=20.0, help="µs of work per wake (default 20)")
+    ap.add_argument("--window", type=float, default=3.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args(argv)
+    rates = [int(x) for x in a.rates.split(",")]
+    rows = []
+    with Tracer([a.cpu], pids=[os.getpid()]) as tr:
+        for _ in range(a.repeat):
+            for rate in rates:
+                rows.append(window(tr, a.cpu, rate, a.work, a.window))
+    table = []
+    for rate in rates:
+        rs = [r for r in rows if r["rate"] == rate]
+        med = lambda f: statistics.median(f(r) for r in rs)  # noqa: E731
+        w, busy = med(lambda r: r["wakes"]), med(lambda r: r["busy_s"])
+        un, ie = med(lambda r: r["unattr_s"]), med(lambda r: r["idle_exit_s"])
+        old = med(lambda r: r["unattr_s"] + r["idle_exit_s"])
+        pw = lambda v: f"{v / w * 1e6:.2f}" if w else "-"  # noqa: E731
+        pb = lambda v: f"{100 * v / busy:.1f}" if busy else "-"  # noqa: E731
+        table.append([rate, round(w), f"{busy * 1e3:.1f}", pw(ie), pw(old), pb(old), pw(un), pb(un),
+                      f"{med(lambda r: r['steal_s']) * 1e3:.1f}"])
+    print(f"CPU {a.cpu}, {a.window:g} s windows, {a.work:g} µs work per wake, medians of {a.repeat}")
+    print(tabulate(table, headers=["wakes/s asked", "busy periods", "busy ms", "idle entry/exit µs/wake",
+                                   "unattr. if idle: µs/wake", "% of busy", "unattributed µs/wake",
+                                   "% of busy", "steal ms"]))
+    fits = {k: fit([(r["wakes"], f(r)) for r in rows]) for k, f in (
+        ("idle entry/exit", lambda r: r["idle_exit_s"]),
+        ("unattributed if it counted as idle", lambda r: r["unattr_s"] + r["idle_exit_s"]),
+        ("unattributed", lambda r: r["unattr_s"]))}
+    print(f"fit over {len(rows)} windows (µs x wakes + ms): " + "; ".join(
+        f"{k} = {sl * 1e6:.2f} µs x wakes + {b * 1e3:.2f} ms" for k, (sl, b) in fits.items()))
+
+
+if __name__ == "__main__":
+    main()
