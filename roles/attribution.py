@@ -10,10 +10,10 @@
 Per measured CPU the BPF side follows what runs (task at depth 0; cpuidle state, softirqs
 and hard interrupts nested on it) and charges the time between two events to the innermost
 one, so nested intervals are subtracted from their parent: the parts (the role, other tasks
-by comm, softirqs by vector, device IRQs, x86 system vectors / arm IPIs, idle) add up to the
-window. The rest that no tracepoint sees (interrupt entry/exit code, traps of a nested VM)
-is ``unattributed``: busy time from the kernel's precise idle accounting minus the traced
-busy parts. Also counted: role wake-ups, context switches, NAPI polls, IPIs sent by target
+by comm, softirqs by vector, device IRQs, x86 system vectors / arm IPIs, the idle task's
+entry/exit outside a cpuidle state, idle) add up to the window. The rest that no tracepoint
+sees (interrupt entry/exit code, traps of a nested VM) is ``unattributed``: busy time from
+the kernel's precise idle accounting minus the traced busy parts. Also counted: role wake-ups, context switches, NAPI polls, IPIs sent by target
 and received. The XDP program's time (run_time_ns) is a part of NET_RX.
 
 Busy periods (leaving idle until idling again) are written to a ring buffer without
