@@ -14,7 +14,8 @@ by comm, softirqs by vector, device IRQs, x86 system vectors / arm IPIs, the idl
 entry/exit outside a cpuidle state, idle) add up to the window. The rest that no tracepoint
 sees (interrupt entry/exit code, traps of a nested VM) is ``unattributed``: busy time from
 the kernel's precise idle accounting minus the traced busy parts. Also counted: role
-wake-ups, context switches, NAPI polls, IPIs sent by target and received. The XDP program's time (run_time_ns) is a part of NET_RX.
+wake-ups, context switches, NAPI polls, IPIs sent by target and received. The XDP program's
+time (run_time_ns) is a part of NET_RX.
 
 Busy periods (leaving idle until idling again) are written to a ring buffer without
 wake-ups and read after the window; they give the CPU-over-time series (ns resolution, any
