@@ -11,13 +11,17 @@ subtracted; softirq and XDP included), the hardworker process's own CPU per reco
 program's ns per packet, and the xdp/tcp ratio with its 95 % CI: means over interleaved repeats,
 all measured in this one run (the machine is shared and noisy; compare within a run only). The
 ratio's CI is paired by repeat when possible (as in the report: ``tcpskim.report.xdp_tcp_ratio``)
-and the table says which method was used.
+and the table says which method was used. Last, CPU per sent record against p99 latency for
+every mode x wake-up (table, and ``cpu_vs_latency_all.png`` in the last run's folder):
+
+    .venv/bin/python bench/overhead.py --wakeup per-record,batch:10ms,coalesce:10:5ms
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from tabulate import tabulate  # noqa: E402
 
 from bench.external_idle import ExternalIdle  # noqa: E402
-from tcpskim import components, inventory  # noqa: E402
+from tcpskim import components, inventory, plots  # noqa: E402
 from tcpskim.lab import names  # noqa: E402
 from tcpskim.experiment import Runner  # noqa: E402
 from tcpskim.fleet import Fleet  # noqa: E402
@@ -108,7 +112,21 @@ def main(argv=None):
         print(tabulate(body, headers=headers))
         for n in notes:
             print(f"  note: {n}")
+    trade_off(all_rows, runs[-1][1].path / "cpu_vs_latency_all.png")
     return 0
+
+
+def trade_off(rows, png: Path) -> None:
+    """CPU per sent record against p99 latency for every mode x wake-up of this run: a table
+    (medians over trials) and one plot of all of them (the per-run plots show one wake-up)."""
+    body = []
+    for label, xy in sorted(plots.cpu_vs_latency_points(rows).items()):
+        body.append([label, len(xy), f"{statistics.median(y for _, y in xy):.2f}",
+                     f"{statistics.median(x for x, _ in xy):.0f}"])
+    print("\nhardworker CPU per sent record against p99 latency of delivered records (medians)")
+    print(tabulate(body, headers=["mode policy wake-up rate", "trials", "CPU µs/sent rec", "p99 µs"]))
+    if plots.plot_cpu_vs_latency(rows, png):
+        print(f"plot: {png}")
 
 
 def _worst(vals, fmt="{:+.1f}"):

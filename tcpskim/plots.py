@@ -186,7 +186,8 @@ def cpu_vs_latency_points(rows) -> dict:
     for r in rows:
         if r.get("mode") in ("xdp", "tcp") and ok(r) and r.get("latency_p99_us") is not None \
                 and r.get("hw_cpu_us_per_sent_record") is not None:
-            label = f"{r['mode']} {r.get('deliver') or 'all'} {r.get('wakeup') or ''} {r.get('rate_hz'):g} Hz"
+            label = (f"{r['mode']} {r.get('deliver') or 'all'} {vocab.wakeup_text(r.get('wakeup'))}"
+                     f" {r.get('rate_hz'):g} Hz")
             pts[label].append((r["latency_p99_us"], r["hw_cpu_us_per_sent_record"]))
     return dict(pts)
 

@@ -521,3 +521,14 @@ def test_component_bars_cut_off_other_tasks_that_would_squash_them(tmp_path, mon
     labels = sorted(t.get_text() for t in ax.texts)
     assert len(labels) == 2 and all(t.startswith("other tasks 50") and t.endswith(" µs ↑") for t in labels), labels
     assert all(parts[plots.OTHER_TASKS] > 5000 for parts in drawn.values())  # the full height, read back
+
+
+def test_cpu_vs_latency_labels_name_the_wake_up_policy():
+    from tcpskim import plots
+    rows = [{"mode": m, "status": "ok", "latency_p99_us": 300.0, "hw_cpu_us_per_sent_record": 20.0,
+             "rate_hz": 2000, "deliver": None, "wakeup": w}
+            for m in ("xdp", "tcp") for w in ({"policy": "per-record"}, {"policy": "batch", "interval_ms": 10},
+                                               {"policy": "coalesce", "records": 10, "timeout_us": 5000})]
+    labels = set(plots.cpu_vs_latency_points(rows))
+    assert labels == {f"{m} all {w} 2000 Hz" for m in ("xdp", "tcp")
+                      for w in ("per-record", "batch:10ms", "coalesce:10:5000us")}, labels
