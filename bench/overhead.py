@@ -59,6 +59,8 @@ def main(argv=None):
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--wakeup", default="per-record,batch:10ms", help="comma list of policies")
+    ap.add_argument("--trace-idle", default="on", help="on, off or on,off: trace cpuidle states "
+                    "(experiment.trace_idle); on,off runs each wake-up policy both ways")
     ap.add_argument("--skip-setup", action="store_true", help="the lab is up and deployed already")
     a = ap.parse_args(argv)
     inv = inventory.load(a.inventory)
@@ -73,16 +75,23 @@ def main(argv=None):
     all_rows = []
     plan = names.cpu_plan(inv)
     ext = ExternalIdle(names.other_cpus(plan, inv.hosts))
+    traces = [{"on": True, "off": False}[t] for t in a.trace_idle.split(",")]
     with ext:
         for wakeup in a.wakeup.split(","):
-            p = params(inv.experiment, rate=a.rate, size=a.size, duration=a.duration, warmup=a.warmup,
-                       repeat=a.repeat, wakeup=wakeup, modes="xdp,tcp", idle=True, tag="bench")
-            with Fleet(inv) as fleet:
-                folder = Runner(fleet, p, progress=False, out=lambda s: print(s, file=sys.stderr)).run()
-            runs.append((wakeup, folder))
+            for trace in traces:
+                inv.experiment["trace_idle"] = trace  # what trialconfig hands the hardworker
+                p = params(inv.experiment, rate=a.rate, size=a.size, duration=a.duration, warmup=a.warmup,
+                           repeat=a.repeat, wakeup=wakeup, modes="xdp,tcp", idle=True, tag="bench")
+                with Fleet(inv) as fleet:
+                    folder = Runner(fleet, p, progress=False, out=lambda s: print(s, file=sys.stderr)).run()
+                label = wakeup if len(traces) == 1 else f"{wakeup}, idle states {'on' if trace else 'off'}"
+                runs.append((label, folder))
+    tables = []
     for wakeup, folder in runs:
         rows = json.loads((folder.path / "summary.json").read_text())["rows"]
         all_rows += rows
+        tables += [(f"{t} [{wakeup}]", h, b, n)
+                   for t, h, b, n in components.component_tables(rows, lab=inv.lab is not None)]
         by = {m: [r for r in rows if r["mode"] == m] for m in ("xdp", "tcp")}
         for m in ("xdp", "tcp"):
             checks.append([wakeup, m, *check_figures(folder.path, by[m], ext)])
@@ -107,7 +116,7 @@ def main(argv=None):
     print(tabulate(checks, headers=["wake-up", "mode", "trials", "unattributed % of busy",
                                     "busy vs /proc/stat (outside) %",
                                     "tracer cost % of busy"]))
-    for title, headers, body, notes in components.component_tables(all_rows, lab=inv.lab is not None):
+    for title, headers, body, notes in tables:
         print(f"\n{title}")
         print(tabulate(body, headers=headers))
         for n in notes:

@@ -17,9 +17,6 @@ import os
 
 from roles.answer import add_check, answer
 
-TRACER_CPU_IDLE = False  # as roles.window.WindowMeter builds its Tracer
-
-
 def programs(cfg: dict) -> list[tuple[str, list[str]]]:
     """[(program, flags)] the role of ``cfg`` (validated) loads at its start, tracer last."""
     from roles import skim
@@ -39,7 +36,8 @@ def tracer(cfg: dict):
     if cfg["role"] != "hardworker" or not attribution.tracefs_mounted():
         return None
     cpus = cfg["cpus"] or sorted(os.sched_getaffinity(0))  # the role pins itself to cfg["cpus"]
-    _, program, flags, _ = attribution.tracer_program(cpus, cpu_idle=TRACER_CPU_IDLE)
+    # as roles.window.WindowMeter builds its Tracer
+    _, program, flags, _ = attribution.tracer_program(cpus, cpu_idle=cfg.get("trace_idle", True))
     return program, flags
 
 

@@ -30,7 +30,7 @@ DEFAULTS = {
     "xdp_mode": "generic", "ringbuf_bytes": 1 << 20, "capture_bytes": 1448, "work_us": 0,
     "consumer_delay_us": 0, "cpus": [], "connect_timeout_s": 5.0, "close_timeout_s": 10.0,
     "sensor_host": None, "expected_streams": None, "clock_skew_s": {},
-    "deliver": None, "chunk_bytes": 0,
+    "deliver": None, "chunk_bytes": 0, "trace_idle": True,
 }
 
 
@@ -132,6 +132,7 @@ def validate(cfg: dict) -> dict:
             except vocab.Invalid as exc:
                 raise ConfigError(f"wakeup.{k}", str(exc)) from None
     _need(cfg, "xdp_mode", str, lambda v: v in vocab.XDP_MODES, f"one of {vocab.XDP_MODES}")
+    _need(cfg, "trace_idle", bool)
     _rule(cfg, "ringbuf_bytes", vocab.ringbuf_bytes)
     # One ring-buffer record = 8-byte header + skim_rec's header + capture, padded: room for two
     # at least, or every reservation fails and the stream stalls on retransmissions forever.

@@ -25,14 +25,16 @@ log = logging.getLogger("tcpskim.window")
 
 
 class WindowMeter:
-    def __init__(self, cpus, csv_path):
+    def __init__(self, cpus, csv_path, trace_idle=True):
         self.cpus, self.csv_path = sorted(cpus), csv_path
         self.tracer, self.cost, self.error = None, None, None
         try:
             from roles.attribution import Tracer
             from roles.attribution_cost import ns_per_event
-            # no power:cpu_idle: two events fewer per idle period (idle loop not split from idle)
-            self.tracer = Tracer(self.cpus, pids=[os.getpid()], cpu_idle=False)
+            # trace_idle: power:cpu_idle too, so the idle task's way in and out of its cpuidle
+            # state (~5 us of busy time per wake here) is a named part, not unattributed; off:
+            # two events fewer per wake from idle
+            self.tracer = Tracer(self.cpus, pids=[os.getpid()], cpu_idle=trace_idle)
             self.cost = ns_per_event(self.tracer)["ns_per_event"]
             if self.tracer.mounted_tracefs:
                 log.warning("tracefs was not mounted: mounted it at /sys/kernel/tracing")

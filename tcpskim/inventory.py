@@ -226,7 +226,7 @@ _SSH = {"user", "port", "key", "known_hosts", "connect_timeout", "command_timeou
 _HOST = {"role", "ip", "interface", "mac", "ssh_host", "ssh_port", "ssh_user", "ssh_key",
          "checkout", "python", "cpus"}
 _EXPERIMENT = {"rate", "size", "duration", "warmup", "tail", "modes", "repeat", "wakeup", "deliver",
-               "xdp_mode", "ringbuf_bytes", "capture_bytes", "work_us", "idle", "guard"}
+               "xdp_mode", "ringbuf_bytes", "capture_bytes", "work_us", "idle", "guard", "trace_idle"}
 
 
 def load(path: str | os.PathLike | None = None) -> Inventory:
@@ -450,6 +450,7 @@ def _experiment(e: _Checker) -> dict:
         "work_us": e.limited("work_us", "work_us", 0.0),
         "idle": e.get("idle", bool, True),
         "guard": e.get("guard", bool, False),
+        "trace_idle": e.get("trace_idle", bool, True),
     }
 
 

@@ -73,6 +73,7 @@ def role_config(bed: Testbed, trial: Trial, run_id: str, ri: RoleInstance) -> di
         "wakeup": parse_wakeup(p.wakeup),
         "xdp_mode": inv.experiment["xdp_mode"], "ringbuf_bytes": inv.experiment["ringbuf_bytes"],
         "capture_bytes": inv.experiment["capture_bytes"], "work_us": p.work_us,
+        "trace_idle": inv.experiment["trace_idle"],
         "deliver": delivery.parse(p.deliver).to_config(),
         "cpus": bed.cpus.get(ri.host.name, []),
         # hardworker clock minus each sensor's clock (both measured against this machine),

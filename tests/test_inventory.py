@@ -102,6 +102,7 @@ BAD = [
     (setting("experiment.xdp_mode", "offload"), "experiment.xdp_mode", "offload"),
     (setting("experiment.ringbuf_bytes", 100000), "experiment.ringbuf_bytes", "power of two"),
     (setting("experiment.size", 70000), "experiment.size", "70000"),
+    (setting("experiment.trace_idle", "yes"), "experiment.trace_idle", "yes"),
     (setting("control.gateway", "192.168.1"), "control.gateway", "192.168.1"),
     (setting("lab", {"prefix": "x"}), "lab", "testbed.lab = true"),
     (setting("frobnicate", 1), "frobnicate", "unknown key"),

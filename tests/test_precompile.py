@@ -70,7 +70,7 @@ def test_precompile_fills_the_cache_the_roles_then_hit(cache, capsys):
     if precompile.tracer(runtime.validate(cfg())) is not None:
         from roles.attribution import Tracer
 
-        tr = Tracer([0], cpu_idle=precompile.TRACER_CPU_IDLE)
+        tr = Tracer([0], cpu_idle=runtime.validate(cfg())["trace_idle"])
         try:
             assert tr.bpf.cache == "hit"
         finally:
