@@ -7,10 +7,10 @@ On a fully busy CPU the unattributed rest (busy by the kernel's idle accounting 
 traced busy parts) is 0; at 2 kHz per-record it was 8-17 % of busy. This bench wakes the
 measured CPU from idle at known rates with no network at all: a child pinned to the CPU
 sleeps 1/rate s (an hrtimer wakes it), spins ``--work`` µs, sleeps again. Per window it prints
-the busy periods (wakes from idle), the tracer's "idle entry/exit" (the idle task outside any
-cpuidle state: tick restart, schedule_idle, the governor; a busy part since it was measured
-here), the unattributed rest with it and without it (as it was when that stretch counted as
-idle), per wake and as a share of busy time, and fits both per wake over the windows (least
+the busy periods (wakes from idle), the tracer's "idle exit" (the idle task from a cpuidle
+exit to its switch-out: tick restart, schedule_idle; a busy part since it was measured here),
+the unattributed rest with it and without it (as it was when that stretch counted as idle),
+per wake and as a share of busy time, and fits both per wake over the windows (least
 squares). Rates interleave over ``--repeat`` rounds; compare within one run only.
 """
 
@@ -66,7 +66,7 @@ def window(tr, cpu, rate, work_us, secs):
     comp = r["components_s"]
     return {"rate": rate, "wakes": r["periods"]["n"], "busy_s": r["proc_busy_s"],
             "traced_s": r["traced_busy_s"], "unattr_s": r["unattributed_s"],
-            "idle_exit_s": comp.get("idle entry/exit", 0.0), "role_s": comp.get("role", 0.0),
+            "idle_exit_s": comp.get("idle exit", 0.0), "role_s": comp.get("role", 0.0),
             "steal_s": r.get("steal_s", 0.0)}
 
 
@@ -106,11 +106,11 @@ def main(argv=None):
         table.append([rate, round(w), f"{busy * 1e3:.1f}", pw(ie), pw(old), pb(old), pw(un), pb(un),
                       f"{med(lambda r: r['steal_s']) * 1e3:.1f}"])
     print(f"CPU {a.cpu}, {a.window:g} s windows, {a.work:g} µs work per wake, medians of {a.repeat}")
-    print(tabulate(table, headers=["wakes/s asked", "busy periods", "busy ms", "idle entry/exit µs/wake",
+    print(tabulate(table, headers=["wakes/s asked", "busy periods", "busy ms", "idle exit µs/wake",
                                    "unattr. if idle: µs/wake", "% of busy", "unattributed µs/wake",
                                    "% of busy", "steal ms"]))
     fits = {k: fit([(r["wakes"], f(r)) for r in rows]) for k, f in (
-        ("idle entry/exit", lambda r: r["idle_exit_s"]),
+        ("idle exit", lambda r: r["idle_exit_s"]),
         ("unattributed if it counted as idle", lambda r: r["unattr_s"] + r["idle_exit_s"]),
         ("unattributed", lambda r: r["unattr_s"]))}
     print(f"fit over {len(rows)} windows (µs x wakes + ms): " + "; ".join(

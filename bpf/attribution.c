@@ -32,11 +32,13 @@
 #define S_SOFT 5
 #define S_VEC (S_SOFT + NSOFT)
 #define S_IRQ (S_VEC + NVEC)
-#define NSLOT (S_IRQ + NIRQ + 1)
+#define S_IDLE_EXIT (S_IRQ + NIRQ + 1)  /* the idle task from a cpuidle exit to its switch-out */
+#define NSLOT (S_IDLE_EXIT + 1)
 #define S_TASK 0xffff
 
 enum kind {  /* frame kinds; keep in sync with roles/attribution.py KINDS */
     K_UNKNOWN = 0, K_IDLE, K_ROLE, K_TASK, K_CSTATE, K_SOFTIRQ, K_IRQ, K_VECTOR, K_IPI,
+    K_IDLE_EXIT,  /* never a frame's kind: names the S_IDLE_EXIT slot on the read side */
 };
 enum cls { C_ROLE = 0, C_TASK, C_SOFTIRQ_NET, C_SOFTIRQ, C_HARDIRQ, C_IDLE, C_UNKNOWN, NCLS };
 enum what {  /* per-CPU counters; keep in sync with roles/attribution.py COUNTERS */
@@ -52,7 +54,8 @@ struct state {
     struct frame f[MAXD];
     u64 pstart;                 /* current busy period: start, ns per class, counts */
     u64 pns[NCLS];
-    u32 pnet, prole, emitted, pad;
+    u32 pnet, prole, emitted;
+    u32 idle_exit;              /* the last event left a cpuidle state into the idle loop */
     u64 cnt[NW];
     u64 ipi_to[64];             /* by target / source CPU (index masked: verifier) */
     u64 ipi_from[64];
@@ -251,8 +254,13 @@ static __always_inline int push(u32 kind, u32 slot, u64 id) {
             s->cnt[W_DEPTH]++;
         return 0;
     }
+    if (kind == K_CSTATE)
+        s->idle_exit = 0;  /* back into a cpuidle state: that stretch was the idle loop */
     s->depth++;
     u32 d = s->depth;
+    /* re-bound for the verifier: clang folds this check into the one above (d = depth + 1)
+     * and then indexes f[] with a register the verifier sees as unbounded */
+    asm volatile("" : "+r"(d));
     if (d >= MAXD)
         return 0;
     struct frame *f = &s->f[d];
@@ -284,6 +292,8 @@ static __always_inline int pop(u32 kind) {
         return 0;
     }
     s->depth--;
+    if (kind == K_CSTATE && s->depth == 0)
+        s->idle_exit = 1;
     transition(s, c, cpu, ts);
     return 0;
 }
@@ -304,8 +314,16 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
     u64 pt = bpf_get_current_pid_tgid();
     u32 prev_pid = (u32)pt, prev_tgid = pt >> 32;
     struct state *s0 = st.lookup(&cpu);
-    if (s0)
+    if (s0) {
         own_stretch(s0, c, prev, prev_pid, prev_tgid, ts);
+        /* The idle task switching out right after a cpuidle exit: that stretch is the way out
+         * of idle (tick_nohz_idle_exit restarting the tick, schedule_idle), which the kernel's
+         * idle accounting counts busy and no tracepoint brackets (~5 us per wake in a VM).
+         * Stretches that go back into a cpuidle state stay idle, as the kernel counts them. */
+        if (s0->depth == 0 && s0->idle_exit && s0->f[0].kind == K_IDLE)
+            s0->f[0].slot = S_IDLE_EXIT;
+        s0->idle_exit = 0;
+    }
     struct state *s = charge(cpu, ts, c);
     if (!s)
         return 0;

@@ -36,14 +36,15 @@ import time
 log = logging.getLogger("tcpskim.attribution")
 
 TRACEFS = "/sys/kernel/tracing"
-KINDS = ("unknown", "idle", "role", "task", "cstate", "softirq", "irq", "vector", "ipi")
+KINDS = ("unknown", "idle", "role", "task", "cstate", "softirq", "irq", "vector", "ipi", "idle_exit")
 CLASSES = ("role", "task", "softirq_net", "softirq", "hardirq", "idle", "unknown")
 COUNTERS = ("wakeups", "switch_in", "switch_out_preempt", "switch_out_sleep", "napi", "napi_work",
             "ipi_sent", "ipi_recv", "mismatch", "depth", "rb_full", "switch", "unseen_switch")
 NSOFT, NVEC, NIRQ = 10, 16, 512  # slot layout of attribution.c
 S_SOFT, S_VEC = 5, 15
 S_IRQ = S_VEC + NVEC
-NSLOT = S_IRQ + NIRQ + 1
+S_IDLE_EXIT = S_IRQ + NIRQ + 1
+NSLOT = S_IDLE_EXIT + 1
 SOFTIRQS = ("HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED",
             "HRTIMER", "RCU")
 VECTORS = ("local_timer", "call_function", "call_function_single", "reschedule", "irq_work",

@@ -8,14 +8,15 @@ added here, as the BPF side would have on its next event.
 import ctypes
 import struct
 
-from roles.attribution import (CLASSES, COUNTERS, KINDS, NIRQ, NSLOT, NSOFT, NVEC, S_IRQ, S_SOFT,
-                               S_VEC, irq_names)
+from roles.attribution import (CLASSES, COUNTERS, KINDS, NIRQ, NSLOT, NSOFT, NVEC, S_IDLE_EXIT,
+                               S_IRQ, S_SOFT, S_VEC, irq_names)
 from roles.ringbuf import RingReader
 
 _PERIOD = struct.Struct("=QQIIII%dQ" % len(CLASSES))
 K_SOFTIRQ_NET = (2, 3)
-_FIXED = {0: ("unknown", 0), 1: ("idle", 0), 2: ("role", 0), 3: ("cstate", 0), 4: ("ipi", 0)}
-_AGG = ("unknown", "idle", "role", "cstate", "ipi")  # one slot each: the id is dropped
+_FIXED = {0: ("unknown", 0), 1: ("idle", 0), 2: ("role", 0), 3: ("cstate", 0), 4: ("ipi", 0),
+          S_IDLE_EXIT: ("idle_exit", 0)}
+_AGG = ("unknown", "idle", "role", "cstate", "ipi", "idle_exit")  # one slot each: the id is dropped
 
 
 def _slot_key(slot):
@@ -41,7 +42,8 @@ def _cls(kind, ident):
     if k == "softirq":
         return CLASSES.index("softirq_net" if ident in K_SOFTIRQ_NET else "softirq")
     return CLASSES.index({"role": "role", "task": "task", "irq": "hardirq", "vector": "hardirq",
-                          "ipi": "hardirq", "idle": "idle", "cstate": "idle"}.get(k, "unknown"))
+                          "ipi": "hardirq", "idle": "idle", "cstate": "idle",
+                          "idle_exit": "idle"}.get(k, "unknown"))
 
 
 def _periods(bpf, size):

@@ -6,12 +6,12 @@ Pure Python (no bcc), so it is unit-tested on synthetic data.
   the window (minus the time before a CPU's first event, "unknown").
 * ``unattributed_s``: busy time by the kernel's precise idle accounting minus the traced busy
   parts: interrupt entry/exit code and VM traps that no tracepoint brackets. The traced busy
-  parts include "idle entry/exit", the idle task outside a cpuidle state (see ``_name``).
+  parts include "idle exit", the idle task from a cpuidle exit to its switch-out (``_name``).
 * ``periods``: busy periods grouped with the records they served (``marks``: the role's
   (monotonic ns, records) of each handling), per-record median and 10 % trimmed mean with
   95 % CIs; other tasks (kworkers, kdamond, sshd...) are not charged to records.
 * ``series``: busy ns per bin from the periods (exact: a period has no idle inside; the idle
-  task's entry/exit stretches lie between periods and are in neither).
+  exit stretches lie between periods and are in neither).
 """
 
 import bisect
@@ -20,7 +20,7 @@ import math
 from roles.attribution import CLASSES, KINDS, SOFTIRQS, VECTORS, comm_group
 
 PUSH_POP = ("softirq", "irq", "vector", "ipi", "cstate")  # two events per interval
-IDLE_EXIT = "idle entry/exit"  # the idle task outside a cpuidle state: busy time
+IDLE_EXIT = "idle exit"  # the idle task from a cpuidle exit to its switch-out: busy time
 
 
 def _name(raw, kind, ident):
@@ -39,13 +39,15 @@ def _name(raw, kind, ident):
         return f"ipi {ident:#x}"
     if k == "cstate":
         return "idle"  # in a cpuidle state
-    if k == "idle":
-        # With cpuidle states traced, the idle task's time outside them is busy: the kernel's
-        # idle accounting (tick_nohz_idle_enter .. tick_nohz_idle_exit, interrupts taken out)
+    if k == "idle_exit":
+        # The idle task from a cpuidle exit to its switch-out: busy. The kernel's idle
+        # accounting (tick_nohz_idle_enter .. tick_nohz_idle_exit, interrupts taken out)
         # counts the tick restart and schedule_idle of every wake as busy, and no tracepoint
         # brackets them. bench/idle_exit.py, no traffic: unattributed 4.8 µs per wake from
-        # idle with this charged as idle, the idle task outside a cpuidle state 5.1 µs.
-        return IDLE_EXIT if any(KINDS[kk] == "cstate" for (_, kk, _) in raw["acc"]) else "idle"
+        # idle with this charged as idle. Needs power:cpu_idle (trace_idle).
+        return IDLE_EXIT
+    if k == "idle":
+        return "idle"
     return "unknown"
 
 

@@ -51,7 +51,7 @@ def wake_cost_us(cycles=200, sleep_s=0.001) -> float:
 
     The floor of a per-record wake-up in either mode: a wake-up per record costs at least
     this per record, whatever the data path. Bare metal: a few µs; a VM that traps its
-    idle entry/exit and timer interrupts: tens of µs. Measured before the window opens."""
+    idle entry and exit and timer interrupts: tens of µs. Measured before the window opens."""
     t0 = time.process_time()
     for _ in range(cycles):
         time.sleep(sleep_s)

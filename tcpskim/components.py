@@ -22,9 +22,9 @@ EVENTS = [("wakeups", "role wake-ups"), ("switch", "context switches"), ("napi",
           ("net_rx", "NET_RX softirqs"), ("ipi_sent", "IPIs sent"), ("ipi_recv", "IPIs received"),
           ("events", "traced events")]
 # shown apart: not busy time; "unknown" (a stretch after a switch the tracer did not see) is
-# left out of the traced sum and so is inside "unattributed". "idle entry/exit" (the idle task
-# outside a cpuidle state: tick restart, schedule_idle) is busy and a record's cost when the
-# record woke the CPU.
+# left out of the traced sum and so is inside "unattributed". "idle exit" (the idle task from
+# a cpuidle exit to its switch-out: tick restart, schedule_idle) is busy, and a record's cost
+# when the record woke the CPU.
 NOT_RECORD_COST = ("idle", "unknown")
 
 
