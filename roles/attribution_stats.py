@@ -46,8 +46,8 @@ def _name(raw, kind, ident):
         # brackets them. bench/idle_exit.py, no traffic: unattributed 4.8 µs per wake from
         # idle with this charged as idle. Needs power:cpu_idle (trace_idle).
         return IDLE_EXIT
-    if k == "idle":
-        return "idle"
+    if k == "idle":  # the idle loop (before a cpuidle state) when they are traced: idle
+        return "idle loop" if any(KINDS[kk] == "cstate" for (_, kk, _) in raw["acc"]) else "idle"
     return "unknown"
 
 
@@ -110,7 +110,7 @@ def summarize(raw, marks=None, bin_s=0.01, records=None, ns_per_event=None):
         secs["softirq NET_RX"] -= ed["xdp_s"]
         secs["xdp program"] = ed["xdp_s"]
         counts["xdp program"] = ed["xdp_runs"]
-    idle = secs.get("idle", 0.0)
+    idle = secs.get("idle", 0.0) + secs.get("idle loop", 0.0)
     traced_busy = sum(secs.values()) - idle - secs.get("unknown", 0.0)
     out = {"cpus": raw["cpus"], "elapsed_s": elapsed, "components_s": dict(sorted(secs.items())),
            "intervals": dict(sorted(counts.items())), "counters": cnt, "traced_busy_s": traced_busy,

@@ -25,7 +25,7 @@ EVENTS = [("wakeups", "role wake-ups"), ("switch", "context switches"), ("napi",
 # left out of the traced sum and so is inside "unattributed". "idle exit" (the idle task from
 # a cpuidle exit to its switch-out: tick restart, schedule_idle) is busy, and a record's cost
 # when the record woke the CPU.
-NOT_RECORD_COST = ("idle", "unknown")
+NOT_RECORD_COST = ("idle", "idle loop", "unknown")
 
 
 def _mean(rows, key, name):
