@@ -8,11 +8,10 @@ traced busy parts) is 0; at 2 kHz per-record it was 8-17 % of busy. This bench w
 measured CPU from idle at known rates with no network at all: a child pinned to the CPU
 sleeps 1/rate s (an hrtimer wakes it), spins ``--work`` µs, sleeps again. Per window it prints
 the busy periods (wakes from idle), the tracer's "idle exit" (the idle task from a cpuidle
-exit to its switch-out: tick restart, schedule_idle; a busy part since it was measured here),
-the unattributed rest with it and without it (as it was when that stretch counted as idle),
-per wake and as a share of busy time, and as it would be if the rest of the idle task's time
-outside cpuidle states (the idle loop before one) counted busy too; and fits each per wake over
-the windows (least squares). Rates interleave over ``--repeat`` rounds; compare within one run only.
+exit to its switch-out: tick restart, schedule_idle) and "idle loop" (its other time outside
+cpuidle states) per wake, and the unattributed rest as a share of busy time three ways: as the
+tool counts it (both busy), with the loop counted idle, with both idle (as before they were
+measured); and fits each per wake over the windows (least squares). Rates interleave over ``--repeat`` rounds; compare within one run only.
 """
 
 from __future__ import annotations
@@ -96,30 +95,28 @@ def main(argv=None):
         for _ in range(a.repeat):
             for rate in rates:
                 rows.append(window(tr, a.cpu, rate, a.work, a.window))
+    # the unattributed rest as the tool counts it (idle exit and idle loop busy), and as it
+    # would be with the loop counted idle, or both
+    ways = {"as counted": lambda r: r["unattr_s"],
+            "loop idle": lambda r: r["unattr_s"] + r["idle_loop_s"],
+            "both idle": lambda r: r["unattr_s"] + r["idle_loop_s"] + r["idle_exit_s"]}
     table = []
     for rate in rates:
         rs = [r for r in rows if r["rate"] == rate]
         med = lambda f: statistics.median(f(r) for r in rs)  # noqa: E731
         w, busy = med(lambda r: r["wakes"]), med(lambda r: r["busy_s"])
-        un, ie = med(lambda r: r["unattr_s"]), med(lambda r: r["idle_exit_s"])
-        old = med(lambda r: r["unattr_s"] + r["idle_exit_s"])
-        whole = med(lambda r: r["unattr_s"] - r["idle_loop_s"])
         pw = lambda v: f"{v / w * 1e6:.2f}" if w else "-"  # noqa: E731
-        pb = lambda v: f"{100 * v / busy:.1f}" if busy else "-"  # noqa: E731
-        table.append([rate, round(w), f"{busy * 1e3:.1f}", pw(ie), pw(old), pb(old), pw(un), pb(un), pb(whole),
+        table.append([rate, round(w), f"{busy * 1e3:.1f}", pw(med(lambda r: r["idle_exit_s"])),
+                      pw(med(lambda r: r["idle_loop_s"])),
+                      *(f"{100 * med(f) / busy:+.1f}" if busy else "-" for f in ways.values()),
                       f"{med(lambda r: r['steal_s']) * 1e3:.1f}"])
     print(f"CPU {a.cpu}, {a.window:g} s windows, {a.work:g} µs work per wake, medians of {a.repeat}")
     print(tabulate(table, headers=["wakes/s asked", "busy periods", "busy ms", "idle exit µs/wake",
-                                   "unattr. if idle: µs/wake", "% of busy", "unattributed µs/wake",
-                                   "% of busy", "% if the idle loop too", "steal ms"]))
-    fits = {k: fit([(r["wakes"], f(r)) for r in rows]) for k, f in (
-        ("idle exit", lambda r: r["idle_exit_s"]),
-        ("unattributed if it counted as idle", lambda r: r["unattr_s"] + r["idle_exit_s"]),
-        ("unattributed", lambda r: r["unattr_s"]),
-        ("unattributed if the idle loop counted busy too", lambda r: r["unattr_s"] - r["idle_loop_s"]))}
-    print(f"fit over {len(rows)} windows (µs x wakes + ms): " + "; ".join(
-        f"{k} = {sl * 1e6:.2f} µs x wakes + {b * 1e3:.2f} ms" for k, (sl, b) in fits.items()))
-
+                                   "idle loop µs/wake", *(f"unattributed % of busy, {k}" for k in ways),
+                                   "steal ms"]))
+    fits = {k: fit([(r["wakes"], f(r)) for r in rows]) for k, f in ways.items()}
+    print(f"unattributed fitted over {len(rows)} windows: " + "; ".join(
+        f"{k}: {sl * 1e6:.2f} µs x wakes + {b * 1e3:.2f} ms" for k, (sl, b) in fits.items()))
 
 if __name__ == "__main__":
     main()

@@ -22,10 +22,10 @@ EVENTS = [("wakeups", "role wake-ups"), ("switch", "context switches"), ("napi",
           ("net_rx", "NET_RX softirqs"), ("ipi_sent", "IPIs sent"), ("ipi_recv", "IPIs received"),
           ("events", "traced events")]
 # shown apart: not busy time; "unknown" (a stretch after a switch the tracer did not see) is
-# left out of the traced sum and so is inside "unattributed". "idle exit" (the idle task from
-# a cpuidle exit to its switch-out: tick restart, schedule_idle) is busy, and a record's cost
-# when the record woke the CPU.
-NOT_RECORD_COST = ("idle", "idle loop", "unknown")
+# left out of the traced sum and so is inside "unattributed". "idle exit" and "idle loop" (the
+# idle task outside cpuidle states: tick restart and stop, schedule_idle) are busy, and a
+# record's cost when the record woke the CPU.
+NOT_RECORD_COST = ("idle", "unknown")
 
 
 def _mean(rows, key, name):

@@ -215,7 +215,7 @@ def plot_cpu_vs_latency(rows, path) -> bool:
 # Segment order of a bar, bottom up: the role, what the XDP program and the softirqs did for
 # it, interrupts, then what no tracepoint saw. Other tasks are drawn apart (hatched, on top):
 # the records are not charged for them.
-_KIND_ORDER = ("role", "xdp program", "softirq ", "irq ", "ipi", "idle exit", "unattributed")
+_KIND_ORDER = ("role", "xdp program", "softirq ", "irq ", "ipi", "idle exit", "idle loop", "unattributed")
 OTHER_TASKS = "other tasks (not charged)"
 SMALLER = "smaller parts"
 
