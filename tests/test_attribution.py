@@ -215,6 +215,8 @@ def test_each_wake_from_idle_has_its_idle_exit(tracer, pinned):
         time.sleep(0.001)
     tracer.close()
     r = tracer.result()
+    if r["traced_idle_s"] < 0.5 * r["elapsed_s"]:  # e.g. a niced VM soaking up the CPU
+        pytest.skip(f"CPU {CPU} was not idle between the sleeps: {r['components_s']}")
     wakes = r["counters"]["switch_in"]
     exit_us = r["components_s"].get("idle exit", 0.0) / max(wakes, 1) * 1e6
     assert wakes >= 150 and 0.05 < exit_us < 100, (wakes, exit_us, r["components_s"])
