@@ -345,7 +345,9 @@ class Tracer:
     def open(self):
         """Open the window now (nothing of the tracer runs until an event happens).
 
-        The maps keep what earlier windows counted: it is taken as the base and subtracted."""
+        The maps keep what earlier windows counted: it is taken as the base and subtracted.
+        The edge is a clock read, then a map update: an event in between starts the charged
+        time at itself, so up to that gap (tens of µs; ms under TCG) is missing at each edge."""
         from roles import attribution_read
         self.t_open = self.t_close = None
         self._set_ctl()

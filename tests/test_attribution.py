@@ -172,7 +172,10 @@ def test_the_tracer_loads_on_this_kernel_and_accounts_one_window():
         time.sleep(0.05)
         tr.close()
         r = tr.result()
-    assert r["sum_s"] == pytest.approx(r["elapsed_s"], rel=0.001)
+    # Each edge is a clock read, then a map update (a syscall): an event in between is charged
+    # from its own time, so up to that gap is missing at each edge. Tens of µs natively; under
+    # TCG (arm64-check) 1-2 ms, 1.5 % of this short window.
+    assert r["sum_s"] == pytest.approx(r["elapsed_s"], rel=0.001, abs=0.005)
     assert r["traced_busy_s"] > 0 and r["periods"]["n"] >= 1, r["periods"]
 
 
