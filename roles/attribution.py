@@ -261,7 +261,7 @@ def irq_names():
 
 def comm_group(comm):
     """kworker/1:2H -> kworker, ksoftirqd/1 -> ksoftirqd, kdamond.0 -> kdamond."""
-    return re.split(r"[/.:]", comm, 1)[0] or comm
+    return re.split(r"[/.:]", comm, maxsplit=1)[0] or comm
 
 
 # ---------------------------------------------------------------------------- the tracer
