@@ -11,7 +11,8 @@ the busy periods (wakes from idle), the tracer's "idle exit" (the idle task from
 exit to its switch-out: tick restart, schedule_idle) and "idle loop" (its other time outside
 cpuidle states) per wake, and the unattributed rest as a share of busy time three ways: as the
 tool counts it (both busy), with the loop counted idle, with both idle (as before they were
-measured); and fits each per wake over the windows (least squares). Rates interleave over ``--repeat`` rounds; compare within one run only.
+measured); and fits each per wake over the windows (least squares). Rates interleave over
+``--repeat`` rounds; compare within one run only.
 """
 
 from __future__ import annotations
@@ -64,11 +65,9 @@ def window(tr, cpu, rate, work_us, secs):
         child.wait()
     r = tr.result()
     comp = r["components_s"]
-    loop = comp.get("idle loop", 0.0)
     return {"rate": rate, "wakes": r["periods"]["n"], "busy_s": r["proc_busy_s"],
-            "traced_s": r["traced_busy_s"], "unattr_s": r["unattributed_s"],
-            "idle_exit_s": comp.get("idle exit", 0.0), "idle_loop_s": loop, "role_s": comp.get("role", 0.0),
-            "steal_s": r.get("steal_s", 0.0)}
+            "unattr_s": r["unattributed_s"], "idle_exit_s": comp.get("idle exit", 0.0),
+            "idle_loop_s": comp.get("idle loop", 0.0), "steal_s": r.get("steal_s", 0.0)}
 
 
 def fit(points):
@@ -117,6 +116,7 @@ def main(argv=None):
     fits = {k: fit([(r["wakes"], f(r)) for r in rows]) for k, f in ways.items()}
     print(f"unattributed fitted over {len(rows)} windows: " + "; ".join(
         f"{k}: {sl * 1e6:.2f} µs x wakes + {b * 1e3:.2f} ms" for k, (sl, b) in fits.items()))
+
 
 if __name__ == "__main__":
     main()

@@ -319,7 +319,8 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
         /* The idle task switching out right after a cpuidle exit: that stretch is the way out
          * of idle (tick_nohz_idle_exit restarting the tick, schedule_idle), which the kernel's
          * idle accounting counts busy and no tracepoint brackets (~5 us per wake in a VM).
-         * Stretches that go back into a cpuidle state stay idle, as the kernel counts them. */
+         * The idle task's other stretches outside a cpuidle state stay in S_IDLE ("idle loop"
+         * on the read side, which counts both busy and shows them apart). */
         if (s0->depth == 0 && s0->idle_exit && s0->f[0].kind == K_IDLE)
             s0->f[0].slot = S_IDLE_EXIT;
         s0->idle_exit = 0;

@@ -11,7 +11,8 @@ Pure Python (no bcc), so it is unit-tested on synthetic data.
   (monotonic ns, records) of each handling), per-record median and 10 % trimmed mean with
   95 % CIs; other tasks (kworkers, kdamond, sshd...) are not charged to records.
 * ``series``: busy ns per bin from the periods (exact: a period has no idle inside; the idle
-  exit stretches lie between periods and are in neither).
+  task's stretches outside cpuidle states, "idle exit" and "idle loop", lie between periods
+  and are in neither).
 """
 
 import bisect

@@ -213,7 +213,8 @@ def run(role: runtime.Role) -> int:
     decider = None
     role.summary["wake_cost_us"] = wake_cost_us()
     csv_path = os.path.join(cfg["out_dir"], f"hardworker-{cfg['instance']}.samples.csv")
-    meter = WindowMeter(os.sched_getaffinity(0), csv_path, cfg["trace_idle"])  # compiles the tracer: before ready
+    # compiles the tracer: before ready
+    meter = WindowMeter(os.sched_getaffinity(0), csv_path, cfg["trace_idle"])
     try:
         role.ready(**transport.setup(role))
         trial.open(role.wait_go())
