@@ -3,8 +3,11 @@
 Input: summary rows with ``hw_components_us`` ({component: µs per record}, from the
 hardworker's attribution window: role, softirqs by vector, IRQs, IPIs, other tasks, the
 XDP program, unattributed) and ``hw_events_per_record`` ({event: per record}). One table
-per rate x size x wake-up cell: xdp and tcp side by side (mean over trials) with xdp - tcp;
-components under 0.05 µs in both modes are summed into one line. Below the events, the
+per rate x size x wake-up x delivery policy cell: xdp and tcp side by side (mean over trials)
+with xdp - tcp; components under 0.05 µs in both modes are summed into one line. Under a policy
+that delivers fewer records than were sent (filter, latest) the table is per *sent* record, the
+hardworker's cost of the whole stream, and says what part of it both modes pay alike to get
+each packet onto the CPU (``floor_note``): no delivery path can go below it. Below the events, the
 measurement's own cost per mode (``hw_tracer_cost_us``: traced events x the measured cost of
 one) as a share of the hardworker CPU (``cost_share``) against the 2 % target, flagged when
 above it. Lab artifacts are named with their evidence.
@@ -46,12 +49,33 @@ def _wakeup(w) -> str:
     return vocab.wakeup_text(w)
 
 
+def _per_sent(r):
+    """The row with its per-record parts, events and tracing cost per *sent* record: scaled by
+    delivered in the window over sent (the ratio of its two attributed figures); None when the
+    row has not both."""
+    per, sent = r.get("hw_attr_us_per_record"), r.get("hw_attr_us_per_sent_record")
+    if not per or sent is None or per <= 0:
+        return None
+    k = sent / per
+    scale = lambda d: {n: None if v is None else v * k for n, v in (d or {}).items()}  # noqa: E731
+    cost = r.get("hw_tracer_cost_us")
+    return {**r, "hw_components_us": scale(r.get("hw_components_us")),
+            "hw_events_per_record": scale(r.get("hw_events_per_record")),
+            "hw_tracer_cost_us": None if cost is None else cost * k, "hw_attr_us_per_record": sent}
+
+
 def _cells(rows):
+    """{(rate, size, wake-up, policy): rows}; a policy other than "all" in per-sent units."""
     out = {}
     for r in rows:
         if r.get("mode") in ("xdp", "tcp") and r.get("hw_components_us") and r.get("status", "ok") in ("ok", "incomplete"):
-            out.setdefault((r.get("rate_hz"), r.get("size_bytes"), _wakeup(r.get("wakeup"))), []).append(r)
-    return dict(sorted(out.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1] or 0, str(kv[0][2]))))
+            policy = r.get("deliver") or "all"
+            if policy != "all":
+                r = _per_sent(r)
+                if r is None:
+                    continue
+            out.setdefault((r.get("rate_hz"), r.get("size_bytes"), _wakeup(r.get("wakeup")), policy), []).append(r)
+    return dict(sorted(out.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1] or 0, str(kv[0][2]), kv[0][3])))
 
 
 def _f(v, digits=2):
@@ -147,17 +171,50 @@ def artifacts(by_mode, lab: bool) -> list[str]:
     return notes
 
 
+# What a mode's own delivery path costs per packet, or the role's own work, or not a
+# record's cost at all: everything else in the table (the idle task's way out of idle and back,
+# the IPI or IRQ that brings the packet to the CPU, the timer) both modes pay alike per packet.
+OWN_WORK = ("role", "softirq NET_RX", "softirq NET_TX", "xdp program", "ipi/vector irq_work", "unattributed")
+
+
+def floor_note(by_mode):
+    """Under a policy that spares the hardworker most records: the per-packet cost both modes
+    pay alike (the smaller of the two, part by part), and the lowest xdp/tcp it allows, with
+    the xdp path's own work and the role free, then with the xdp role as measured (under
+    latest both roles wake at the decision rate, and a wake from a long sleep is most of a
+    decision's cost). None without both modes."""
+    if not all(by_mode.get(m) for m in ("xdp", "tcp")):
+        return None
+    names = {n for rs in by_mode.values() for r in rs for n in r["hw_components_us"]}
+    shared = [n for n in names if n not in OWN_WORK and n not in NOT_RECORD_COST and not _is_other_task(n)]
+    parts = {n: min(_part_mean(by_mode["xdp"], n) or 0.0, _part_mean(by_mode["tcp"], n) or 0.0) for n in shared}
+    floor = sum(parts.values())
+    tcp = mean_ci(r.get("hw_attr_us_per_record") for r in by_mode["tcp"])[0]
+    if not tcp or tcp <= 0 or floor <= 0:
+        return None
+    top = ", ".join(f"{n} {v:.2f}" for n, v in sorted(parts.items(), key=lambda kv: -kv[1])[:4] if v >= SMALL_US)
+    role = _part_mean(by_mode["xdp"], "role") or 0.0
+    return (f"floor: {floor:.2f} µs per sent record both modes pay alike to get each packet onto the CPU "
+            f"({top}); with the xdp path's own work and the role free, xdp/tcp >= {floor / tcp:.2f}; "
+            f"with only the xdp path's own work free (its role {role:.2f} as measured), "
+            f">= {(floor + role) / tcp:.2f} (tcp attributed {tcp:.2f})")
+
+
 def component_tables(rows, lab: bool = False) -> list[tuple[str, list, list, list]]:
-    """[(title, headers, body, notes)] per rate x size x wake-up cell with attribution."""
+    """[(title, headers, body, notes)] per rate x size x wake-up x policy cell with attribution."""
     out = []
-    for (rate, size, wakeup), grp in _cells(rows).items():
+    for (rate, size, wakeup, policy), grp in _cells(rows).items():
         by_mode = {m: [r for r in grp if r["mode"] == m] for m in ("xdp", "tcp")}
         n = {m: len(v) for m, v in by_mode.items()}
-        title = (f"Where the hardworker CPU goes, µs per record: {rate} Hz x {size} B, {wakeup} "
+        unit = "record" if policy == "all" else f"sent record, deliver {policy}"
+        title = (f"Where the hardworker CPU goes, µs per {unit}: {rate} Hz x {size} B, {wakeup} "
                  f"(n xdp {n['xdp']}, tcp {n['tcp']}; tracepoint attribution of the dedicated CPU)")
         body = _component_rows(by_mode) + _event_rows(by_mode) + _cost_rows(by_mode)
+        if policy != "all":
+            body = [[row[0].replace(" per record", " per sent record"), *row[1:]] for row in body]
+        floor = floor_note(by_mode) if policy != "all" else None
         out.append((title, ["component", "xdp", "tcp", "xdp - tcp"], body,
-                    cost_notes(by_mode) + artifacts(by_mode, lab)))
+                    cost_notes(by_mode) + artifacts(by_mode, lab) + ([floor] if floor else [])))
     return out
 
 

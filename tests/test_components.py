@@ -47,3 +47,35 @@ def test_role_user_share_from_enough_ticks_only():
     w["attribution"].update(role_utime_ticks=5, role_stime_ticks=5)  # 10 ticks: ±1 is ±10 %
     assert row_fields(w)["hw_role_user_share"] is None
     assert row_fields(_win())["hw_role_user_share"] is None  # no tick counts
+
+
+def _policy_row(mode, deliver, role, net_rx, idle_exit, ipi, task=0.0):
+    """A trial whose window delivered 10 of 1000 sent records (µs per delivered record)."""
+    comps = {"role": role, "softirq NET_RX": net_rx, "idle exit": idle_exit,
+             "ipi/vector call_function_single": ipi, "task kdamond": task}
+    per = sum(v for k, v in comps.items() if not k.startswith("task "))
+    return {"mode": mode, "rate_hz": 50, "size_bytes": 1024, "wakeup": "per-record", "deliver": deliver,
+            "status": "ok", "hw_components_us": comps, "hw_attr_us_per_record": per,
+            "hw_attr_us_per_sent_record": per / 100, "hw_events_per_record": {"napi": 100.0},
+            "hw_tracer_cost_us": 10.0}
+
+
+def test_policy_tables_are_per_sent_record_with_the_shared_floor():
+    from tcpskim.components import component_tables
+
+    rows = [_policy_row("xdp", "latest:10", 100.0, 200.0, 3000.0, 2000.0, task=500.0),
+            _policy_row("tcp", "latest:10", 100.0, 4000.0, 3200.0, 1900.0),
+            _policy_row("xdp", "all", 1.0, 1.0, 1.0, 1.0), _policy_row("tcp", "all", 2.0, 2.0, 2.0, 2.0)]
+    tables = component_tables(rows)
+    assert len(tables) == 2  # one per policy, not mixed
+    (t_all, _, b_all, n_all), (t_lat, _, b_lat, n_lat) = tables
+    assert "per record" in t_all and "deliver" not in t_all and not any("floor" in n for n in n_all)
+    assert "per sent record, deliver latest:10" in t_lat
+    cell = {r[0]: r for r in b_lat}
+    assert cell["softirq NET_RX"][1:3] == ["2.00", "40.00"]  # x 10 delivered / 1000 sent
+    assert cell["NAPI polls per sent record"][1] == "1.000"
+    # floor: min of the shared parts, idle exit 30 (xdp) + IPI 19 (tcp); role, NET_RX, tasks out
+    floor = [n for n in n_lat if n.startswith("floor")]
+    assert floor and "49.00 µs per sent record" in floor[0]
+    assert "xdp/tcp >= 0.53;" in floor[0] and "(tcp attributed 92.00)" in floor[0]  # 49 / 92
+    assert "its role 1.00 as measured), >= 0.54" in floor[0]  # (49 + 1) / 92
