@@ -16,8 +16,11 @@ Each runs interleaved xdp and tcp trials with an idle baseline per repeat throug
 runner as `invoke run-experiment`, and prints per mode the mean and 95 % CI of the busy CPU of
 the hardworker's dedicated CPU per sent record (idle subtracted), its process CPU per record,
 what was delivered / expected / skipped, p99 latency of delivered records, and the xdp/tcp
-ratio with its CI (paired by repeat when possible). Compare within one run only: the machine
-is shared and noisy.
+ratio with its CI (paired by repeat when possible). Then, for the filter and latest scenarios,
+where the hardworker CPU goes per sent record in each mode, and the floor: what both modes pay
+alike to get each packet onto the CPU (waking it from idle, the IPI that brings the packet),
+with the lowest xdp/tcp it leaves even if the xdp path's own work were free. Compare within
+one run only: the machine is shared and noisy.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from tabulate import tabulate  # noqa: E402
 
-from tcpskim import inventory  # noqa: E402
+from tcpskim import components, inventory  # noqa: E402
 from tcpskim.experiment import Runner  # noqa: E402
 from tcpskim.fleet import Fleet  # noqa: E402
 from tcpskim.plan import params  # noqa: E402
@@ -96,7 +99,10 @@ def scenario(inv, name, a):
                     (f"{ratio[0]:.3f}" + (f" [{ratio[1]:.3f}, {ratio[2]:.3f}]" if ratio[1] is not None else "")
                      + f" on {col.replace('hw_', '').replace('_us_per', '/')} (target <= {target})")
                     if ratio[0] is not None else ""])
-    return folder.run_id, out
+    # Where each mode's CPU goes per sent record, and what both pay alike per packet (the floor)
+    tables = [(f"[{name}] {t}", h, b, n) for t, h, b, n in components.component_tables(rows, lab=inv.lab is not None)
+              if deliver != "all"]
+    return folder.run_id, out, tables
 
 
 def main(argv=None):
@@ -111,17 +117,23 @@ def main(argv=None):
     inv = inventory.load(a.inventory)
     if not a.skip_setup:
         setup(inv)
-    table, runs = [], []
+    table, runs, parts = [], [], []
     for name in a.only.split(","):
-        run_id, rows = scenario(inv, name.strip(), a)
+        run_id, rows, tables = scenario(inv, name.strip(), a)
         runs.append(run_id)
         table += rows
+        parts += tables
     print(f"\nhardworker CPU by delivery policy, 1 KiB records, {a.duration:g} s windows, {a.repeat} repeats "
           f"(runs: {', '.join(runs)})")
     print(tabulate(table, headers=["scenario", "mode", "hw CPU µs/sent rec [95% CI]",
                                    "attributed µs/sent rec", "stream µs/sent rec", "process µs/rec",
                                    "sent", "logged", "delivered", "expected", "skipped", "lost+dup+corrupt",
                                    "p99 latency µs", "xdp/tcp"]))
+    for title, headers, body, notes in parts:
+        print(f"\n{title}")
+        print(tabulate(body, headers=headers))
+        for n in notes:
+            print(f"  note: {n}")
     return 0
 
 
