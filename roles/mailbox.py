@@ -27,7 +27,8 @@ class TornRead(RuntimeError):
 
 
 class Mailbox:
-    """``read(slot)`` -> (updates, record bytes) or None when nothing was ever written."""
+    """``read(slot)`` -> (updates, record bytes) or None when nothing was ever written;
+    ``changed(seen)`` -> the slots whose update count is not ``seen[slot]``."""
 
     def __init__(self, map_fd: int, slots: int, record_len: int):
         self.slots, self.record_len = slots, record_len
@@ -38,6 +39,15 @@ class Mailbox:
         self._view = memoryview(self._mm)
         self._fence = _make_fence()
         self.torn = 0  # reads retried because the writer was mid-copy
+        # every slot's update count in one strided view (the stride is a multiple of 8)
+        self._updates = self._view.cast("Q")[1::self.stride // 8][:slots]
+
+    def changed(self, seen: dict) -> list:
+        """Slots written since ``seen`` ({slot: updates at the last read}) was taken: one C-level
+        copy of the 64 counters, where a read of each slot was 64 Python calls per decision.
+        Only a hint: a slot it names is read under the lock; one it misses mid-write is
+        named at the next call."""
+        return [i for i, u in enumerate(self._updates.tolist()) if u and seen.get(i) != u]
 
     def read(self, slot: int):
         base = slot * self.stride
@@ -56,5 +66,6 @@ class Mailbox:
         raise TornRead(f"mailbox slot {slot}: no consistent read in {RETRIES} tries")
 
     def close(self):
+        self._updates.release()
         self._view.release()
         self._mm.close()
