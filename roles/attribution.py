@@ -393,11 +393,11 @@ class Tracer:
         from roles import attribution_read
         return attribution_read.read(self)
 
-    def result(self, marks=None, bin_s=0.01, records=None, ns_per_event=None):
+    def result(self, marks=None, bin_s=0.01, records=None, ns_per_event=None, xdp=None):
         """The window's attribution (see roles.attribution_stats.summarize)."""
         from roles import attribution_stats
         return attribution_stats.summarize(self.raw(), marks=marks, bin_s=bin_s, records=records,
-                                           ns_per_event=ns_per_event)
+                                           ns_per_event=ns_per_event, xdp=xdp)
 
     def cleanup(self):
         if self.bpf is not None:

@@ -102,14 +102,19 @@ def _counters(raw):
     return out
 
 
-def summarize(raw, marks=None, bin_s=0.01, records=None, ns_per_event=None):
-    """The window's attribution as a JSON-ready dict (seconds, counts; per record if given)."""
+def summarize(raw, marks=None, bin_s=0.01, records=None, ns_per_event=None, xdp=None):
+    """The window's attribution as a JSON-ready dict (seconds, counts; per record if given).
+
+    ``xdp``: (seconds, runs) of the XDP program in the window when known otherwise than from
+    the edges' run-time stats (roles.window: stats are off in the window)."""
     elapsed = (raw["t_close"] - raw["t_open"]) / 1e9 * len(raw["cpus"])
     secs, counts, events = components(raw)
     ed = _edge_diff(raw)
     cnt = _counters(raw)
     events += cnt.get("napi", 0) + cnt.get("ipi_sent", 0)
     events += sum(v for k, v in cnt["wakeups_by_cpu"].items() if int(k[3:]) in raw["cpus"])
+    if xdp is not None:
+        ed["xdp_s"], ed["xdp_runs"] = xdp
     if "xdp_s" in ed and "softirq NET_RX" in secs:  # the XDP program runs inside NET_RX
         secs["softirq NET_RX"] -= ed["xdp_s"]
         secs["xdp program"] = ed["xdp_s"]

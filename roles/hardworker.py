@@ -220,13 +220,13 @@ def run(role: runtime.Role) -> int:
         trial.open(role.wait_go())
         role.summary.update(start_at=trial.start_at, planned_end=trial.planned_end)
         decider = Decider(cfg["work_us"], *trial.window, cfg["clock_skew_s"], policy)
-        with transport.measuring():
-            meter.start(*trial.window, lambda: decider.counter.delivered, transport.prog_stats)
-            progress = Progress(os.path.join(cfg["out_dir"], f"hardworker-{cfg['instance']}.delivered"))
-            while not stop.is_set() and not transport.finished(trial):
-                transport.step(stop, decider)
-                decider.tick()
-                progress.update(decider.counter.delivered)
+        meter.start(*trial.window, lambda: decider.counter.delivered, transport.prog_stats,
+                    transport.run_time_stats)
+        progress = Progress(os.path.join(cfg["out_dir"], f"hardworker-{cfg['instance']}.delivered"))
+        while not stop.is_set() and not transport.finished(trial):
+            transport.step(stop, decider)
+            decider.tick()
+            progress.update(decider.counter.delivered)
     finally:
         try:
             transport.close(role.summary)

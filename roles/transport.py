@@ -5,8 +5,9 @@ summary); a transport only moves bytes from the wire to the decision step:
 
 * ``setup(role)`` before ready: bind, or compile and attach (slow: outside the window).
   Returns the extra fields of the ready file.
-* ``prog_stats`` (callable or None) and ``measuring()`` (a context for the window): what
-  the measurement needs from this path (BPF run time for xdp).
+* ``prog_stats`` (callable or None) and ``run_time_stats`` (a context-manager factory or
+  None): what the measurement needs from this path (the XDP program's run time and frames,
+  and the switch that makes the kernel count its run time, for xdp).
 * ``step(stop, sink)``: wait per the wake-up policy, then hand what arrived to ``sink``
   (a ``Decider``: ``sink.feed(stream, data, recv_ns, eof)``).
 * ``finished(trial)``: the loop's end condition (xdp lingers after the streams ended).
@@ -83,6 +84,7 @@ class Transport:
     """Base: no traffic, no measurement extras. See the module docstring for the contract."""
 
     prog_stats = None
+    run_time_stats = None
 
     def __init__(self, cfg, streams: dict):
         self.cfg, self.streams = cfg, streams
@@ -91,9 +93,6 @@ class Transport:
 
     def setup(self, role) -> dict:
         return {}
-
-    def measuring(self):
-        return contextlib.nullcontext()
 
     def batch_tick(self):
         """The batch policy's Ticker (started at the first step, after go), or None."""
@@ -319,14 +318,18 @@ class XdpTransport(Transport):
         log.info("HardworkerSkim attached on %s (%s)", cfg["interface"], cfg["xdp_mode"])
         return {}
 
-    @property
     def prog_stats(self):
-        return self.skim.prog_stats
+        """The program's run time and runs (counted while run-time stats are on) and the frames
+        it saw (its own counters: counted always)."""
+        from roles.vocab import frames_seen
 
-    def measuring(self):
+        return {**self.skim.prog_stats(), "frames": frames_seen(self.skim.counters())}
+
+    @property
+    def run_time_stats(self):
         from roles.xdp import bpf_stats_enabled
 
-        return bpf_stats_enabled()
+        return bpf_stats_enabled
 
     def step(self, stop, sink):
         tick = self.batch_tick()
