@@ -11,9 +11,11 @@ that switch is global: every BPF program then pays two clock reads per run, the 
 probes too (here 158 against 21 ns per event for an empty probe, bench/tracer_cost.py), and
 only the xdp mode would pay it. So stats are on in the warm-up only: the program's ns per run
 there, times the frames it saw in the window (its own counters), is its window time
-(``bpf_run_time_source`` says so); the window itself runs with stats off in both modes. ``finish(marks)`` reads the tracer after the
-window and returns the window figures (the keys the summary row reads) with the
-attribution, and writes the CPU-over-time CSV (10 ms bins, from the busy periods).
+(``bpf_run_time_source`` says so); the window itself runs with stats off in both modes.
+
+``finish(marks)`` reads the tracer after the window and returns the window figures (the keys
+the summary row reads) with the attribution, and writes the CPU-over-time CSV (10 ms bins,
+from the busy periods).
 
 Where bcc's tracepoints cannot be used (no bcc, tracefs cannot be mounted), the window
 figures still come from the edges and ``attribution`` says why it is missing.

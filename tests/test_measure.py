@@ -61,3 +61,58 @@ def test_ticker_returns_on_stop_and_keeps_its_deadlines():
     t0 = time.monotonic()
     tick.sleep(stop)
     assert tick.next >= t0 + 0.01 - 1e-3
+
+
+def test_xdp_run_time_stats_are_on_in_the_warm_up_only(monkeypatch, tmp_path):
+    """The global run-time stats switch costs every BPF program (the tracer's probes too) a
+    clock pair per run: on from go to the window's open, off in the window; the program's
+    window time is its warm-up ns per run x the frames it saw in the window."""
+    import contextlib
+    import threading
+
+    from roles import window
+
+    def no_tracer(*a, **k):
+        raise RuntimeError("no tracer in this test")
+
+    monkeypatch.setattr(attribution, "Tracer", no_tracer)
+    on = threading.Event()
+    state = {"run_time_ns": 0, "run_cnt": 0, "frames": 0}
+    ticking = threading.Event()
+
+    def frames():  # the program runs every ms; the kernel counts its time only while stats are on
+        while not ticking.is_set():
+            state["frames"] += 1
+            if on.is_set():
+                state["run_cnt"] += 1
+                state["run_time_ns"] += 500
+            time.sleep(0.001)
+
+    @contextlib.contextmanager
+    def switch():
+        on.set()
+        try:
+            yield
+        finally:
+            on.clear()
+
+    t = threading.Thread(target=frames, daemon=True)
+    t.start()
+    try:
+        m = window.WindowMeter({os.sched_getaffinity(0).pop()}, str(tmp_path / "s.csv"))
+        assert m.tracer is None
+        now = time.time()
+        m.start(now + 0.3, now + 0.6, lambda: 0, prog_stats=lambda: dict(state), run_time_stats=switch)
+        assert on.is_set()  # the warm-up counts
+        time.sleep(0.45)
+        assert not on.is_set()  # the window does not
+        cnt_at_open = state["run_cnt"]
+        time.sleep(0.3)
+        out = m.finish()
+    finally:
+        ticking.set()
+        t.join()
+    assert state["run_cnt"] == cnt_at_open  # nothing counted after the open
+    assert out["bpf_run_cnt"] > 100  # frames in the window (its own counters: ~300 at 1 kHz)
+    assert out["bpf_run_time_ns"] == pytest.approx(500 * out["bpf_run_cnt"])
+    assert out["bpf_warmup_runs"] > 100 and "warm-up" in out["bpf_run_time_source"]
