@@ -33,11 +33,48 @@ from roles.attribution import precise_idle_ns
 log = logging.getLogger("tcpskim.window")
 
 
+class WarmupRunTime:
+    """The XDP program's run-time stats on from construction (go) until ``off()`` (the
+    window's open); ``window(a, b)`` -> its window figures from the edge snapshots."""
+
+    def __init__(self, prog_stats, switch):
+        self._stats, self.warm0 = None, None
+        try:
+            self._stats = switch()
+            self._stats.__enter__()
+            self.warm0 = prog_stats()
+        except Exception as exc:  # noqa: BLE001 - the XDP figure is optional
+            log.warning("run-time stats: %s", exc)
+            self.off()
+
+    def off(self):
+        stats, self._stats = self._stats, None
+        if stats is not None:
+            try:
+                stats.__exit__(None, None, None)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("run-time stats off: %s", exc)
+
+    def window(self, a, b) -> dict:
+        """ns per run from the warm-up (stats on), runs = frames the program saw in the window
+        (its own counters); {} without them."""
+        w = self.warm0
+        if not w or "run_time_ns" not in a or "frames" not in a or "frames" not in b:
+            return {}
+        runs = a["run_cnt"] - w["run_cnt"]
+        if runs <= 0:
+            return {}
+        per = (a["run_time_ns"] - w["run_time_ns"]) / runs
+        frames = b["frames"] - a["frames"]
+        return {"bpf_run_time_ns": per * frames, "bpf_run_cnt": frames, "bpf_warmup_runs": runs,
+                "bpf_run_time_source": "warm-up ns per run x frames in the window (stats off in the window)"}
+
+
 class WindowMeter:
     def __init__(self, cpus, csv_path, trace_idle=True):
         self.cpus, self.csv_path = sorted(cpus), csv_path
         self.tracer, self.cost, self.error = None, None, None
-        self._stats, self.warm0 = None, None  # run-time stats in the warm-up (start())
+        self._rt = None  # the XDP program's run-time stats in the warm-up (start())
         try:
             from roles.attribution import Tracer
             from roles.attribution_cost import ns_per_event
@@ -60,15 +97,7 @@ class WindowMeter:
         """From go (the warm-up's start): ``run_time_stats()`` (a context manager) keeps the
         program's run-time stats on until the window opens."""
         self.win, self.delivered, self.prog_stats = (win_start, win_end), delivered, prog_stats
-        self._stats, self.warm0 = None, None
-        if prog_stats is not None and run_time_stats is not None:
-            try:
-                self._stats = run_time_stats()
-                self._stats.__enter__()
-                self.warm0 = prog_stats()
-            except Exception as exc:  # noqa: BLE001 - the XDP figure is optional
-                log.warning("run-time stats: %s", exc)
-                self._stats = None
+        self._rt = WarmupRunTime(prog_stats, run_time_stats) if prog_stats and run_time_stats else None
         self._thread = threading.Thread(target=self._run, name="window-edges", daemon=True)
         self._thread.start()
 
@@ -135,26 +164,11 @@ class WindowMeter:
         return out
 
     def _stats_off(self):
-        if self._stats is not None:
-            stats, self._stats = self._stats, None
-            try:
-                stats.__exit__(None, None, None)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("run-time stats off: %s", exc)
+        if self._rt is not None:
+            self._rt.off()
 
     def _xdp_window(self, a, b):
-        """The program's window figures: ns per run from the warm-up (stats on), runs = frames
-        it saw in the window; {} without them."""
-        w = self.warm0
-        if not w or "run_time_ns" not in a or "frames" not in a or "frames" not in b:
-            return {}
-        runs = a["run_cnt"] - w["run_cnt"]
-        if runs <= 0:
-            return {}
-        per = (a["run_time_ns"] - w["run_time_ns"]) / runs
-        frames = b["frames"] - a["frames"]
-        return {"bpf_run_time_ns": per * frames, "bpf_run_cnt": frames, "bpf_warmup_runs": runs,
-                "bpf_run_time_source": "warm-up ns per run x frames in the window (stats off in the window)"}
+        return self._rt.window(a, b) if self._rt is not None else {}
 
     def _attribution(self, marks, records, xdp=None):
         if self.tracer is None:
