@@ -17,6 +17,9 @@ copy arriving after the RST), can never be delivered: they are counted, each str
 once, in ``abandoned_bytes``, which must be reported like ``overflow_bytes``. Other bytes
 seen after a stream ended are ``duplicate_bytes``.
 
+``segments`` and ``out_of_order`` count what was fed: under ``all`` the hardworker's parse
+joins a flow's in-order segments into one entry first (roles.skim), so they count runs there.
+
 Pure Python: no bcc, no I/O.
 """
 

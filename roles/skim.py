@@ -1,9 +1,9 @@
 """The XDP middleware as the roles use it: HardworkerSkim (capture + forward) and SensorSkim.
 
 HardworkerSkim loads ``bpf/hardworker.c`` for the run's constants, attaches it, and reads
-its ring buffer with the callback-free ``RingReader``; ``drain()`` returns parsed records
-``(key, seq, flags, payload)`` with ``key = (saddr_str, sport)``, ready for
-``roles.reassembly.Reassembler``. SensorSkim loads and attaches ``bpf/sensor.c``.
+its ring buffer with the callback-free ``RingReader``; ``drain()`` returns parsed entries
+``(key, seq, flags, payload, kind, base)`` with ``key = (saddr_str, sport)``, ready for
+``roles.reassembly.Reassembler`` (under ``all``, one entry per in-order run of a flow). SensorSkim loads and attaches ``bpf/sensor.c``.
 ``xdp.load`` takes the program from the host's compiled-program cache (``roles.bpfcache``:
 milliseconds); only a miss compiles (seconds of CPU). Either way: before reporting ready.
 """
@@ -14,8 +14,9 @@ import socket
 from roles import delivery, xdp
 from roles.mailbox import Mailbox
 from roles.ringbuf import RingReader
-from roles.vocab import HW_COUNTERS, MAILBOX_SLOTS, RING_RECORD, SENSOR_COUNTERS
+from roles.vocab import FIN, HW_COUNTERS, MAILBOX_SLOTS, RING_RECORD, RST, SENSOR_COUNTERS, SYN
 
+_EDGES = SYN | FIN | RST  # segments that change a stream's state: never coalesced
 WAKEUPS = {"per-record": 0, "batch": 1, "coalesce": 1}  # 1 = BPF_RB_NO_WAKEUP (coalesce: see wake_records)
 
 
@@ -128,6 +129,7 @@ class HardworkerSkim(_Attached):
         events = self.bpf[b"events"]
         self.reader = RingReader(events.map_fd, int(events.max_entries), edge=wakeup == "coalesce")
         self.mailbox = None
+        self.coalesced = 0  # segments joined to the one before them by _parse (under all)
         if self.deliver.kind == "latest":
             box = self.bpf[b"mailbox"]
             self.mailbox = Mailbox(box.map_fd, MAILBOX_SLOTS, record_len)
@@ -157,23 +159,47 @@ class HardworkerSkim(_Attached):
         return self.reader.wait(timeout_ms)
 
     def drain(self, max_records=None):
-        """[(key, seq, flags, payload_bytes), ...] in ring order; key = (saddr_str, sport)."""
+        """[(key, seq, flags, payload, kind, base), ...] in ring order; key = (saddr_str, sport)."""
         return self.reader.drain(max_records, self._parse)
 
     def _parse(self, mem, spans):
-        # Parse in place in the mapped ring: the payload is the only copy made per record.
+        # Parse in place in the mapped ring: slicing the mmap is the one copy made per record.
+        # Under ``all``, segments that continue each other in one flow (no SYN, FIN or RST)
+        # come out as one entry with their payloads joined, as GRO hands a socket one big
+        # segment: the reassembler then works once per run, not once per segment (µs of
+        # Python each), and gets the same bytes. Policies keep one entry per segment: each
+        # carries its own kind and frontier.
         out = []
         append = out.append
         unpack = RING_RECORD.unpack_from
+        head = RING_RECORD.size
         ntoa = socket.inet_ntoa
         addrs = {}
+        coalesce = self.deliver.kind == "all"
+        runs = []  # (index in out, payload parts) of each entry later segments may continue
+        nxt = caddr = cport = parts = None  # the open run: flow and next sequence number
         for start, _ in spans:
             saddr, sport, flags, kind, seq, ln, base = unpack(mem, start)
+            p = start + head
+            payload = mem[p:p + ln]
+            if coalesce and not flags & _EDGES:
+                if seq == nxt and sport == cport and saddr == caddr:
+                    parts.append(payload)
+                    nxt = (seq + ln) & 0xFFFFFFFF
+                    continue
+                caddr, cport, nxt, parts = saddr, sport, (seq + ln) & 0xFFFFFFFF, [payload]
+                runs.append((len(out), parts))
+            else:
+                caddr = None  # an edge ends the run: it goes to the reassembler on its own
             a = addrs.get(saddr)
             if a is None:
                 a = addrs[saddr] = ntoa(saddr)
-            p = start + RING_RECORD.size
-            append(((a, sport), seq, flags, mem[p:p + ln], kind, base))
+            append(((a, sport), seq, flags, payload, kind, base))
+        for i, parts in runs:
+            if len(parts) > 1:
+                key, seq, flags, _, kind, base = out[i]
+                out[i] = (key, seq, flags, b"".join(parts), kind, base)
+                self.coalesced += len(parts) - 1
         return out
 
     def counters(self):

@@ -377,7 +377,8 @@ class XdpTransport(Transport):
             if self.skim is not None:
                 try:
                     summary["skim_counters"] = self.skim.counters()
-                    summary["reassembly"] = self.reasm.stats()
+                    summary["reassembly"] = self.reasm.stats()  # its counts are of entries
+                    summary["segments_joined"] = self.skim.coalesced
                 except Exception as exc:  # noqa: BLE001 - detaching matters more
                     log.warning("skim counters: %s", exc)
                 self.skim.close()
