@@ -179,7 +179,7 @@ def test_joined_parse_delivers_what_per_segment_entries_do():
         segs.insert(min(len(segs), 20 + 9 * i), s)
     segs.insert(40, segs[30])  # a duplicate
     outcomes = []
-    for kind in ("all", "per-segment"):
+    for kind in ("all", "filter"):  # a policy's parse: an entry per segment
         streams, reasm, dec = {}, Reassembler(), Decider(0, 0, 0)
         joined = 0
         for i in range(0, len(segs), 7):
