@@ -9,8 +9,9 @@ xdp: the ring's entries (struct skim_rec + payload in an mmap, as the program wr
 the role runs it (a flow's in-order segments joined into one entry) and once with one entry
 per segment (the parse before the join). tcp: the bytes one drain's ``recv`` returns -> the
 same decision step. Prints the median µs of process CPU per record over the repeats, each
-path timed in every repeat, in turn. Excludes what the kernel does for either mode (the
-ring's epoll, tcp's recv copy): ``bench/deliver.py`` measures the whole role on the lab.
+path timed in every repeat, in an order that rotates. Excludes what the kernel does for either
+mode (the ring's epoll, tcp's recv copy): ``bench/deliver.py`` measures the whole role on the
+lab.
 """
 
 from __future__ import annotations
@@ -86,11 +87,14 @@ def main(argv=None):
     recs = [encode(1, i, time.time_ns(), a.size) for i in range(a.records)]
     batches = ring_batches(recs, a.batch)
     chunks = [b"".join(recs[b:b + a.batch]) for b in range(0, a.records, a.batch)]
-    runs = {"xdp, joined (as the role runs)": [], "xdp, an entry per segment": [], "tcp": []}
-    for _ in range(a.repeat):
-        runs["xdp, joined (as the role runs)"].append(xdp_us(batches, a.records, "all"))
-        runs["xdp, an entry per segment"].append(xdp_us(batches, a.records, "per-segment"))
-        runs["tcp"].append(tcp_us(chunks, a.records))
+    paths = {"xdp, joined (as the role runs)": lambda: xdp_us(batches, a.records, "all"),
+             "xdp, an entry per segment": lambda: xdp_us(batches, a.records, "per-segment"),
+             "tcp": lambda: tcp_us(chunks, a.records)}
+    runs = {k: [] for k in paths}
+    names = list(paths)
+    for i in range(a.repeat):  # the order rotates: no path always runs first (the machine drifts)
+        for k in names[i % 3:] + names[:i % 3]:
+            runs[k].append(paths[k]())
     med = {k: statistics.median(v) for k, v in runs.items()}
     print(f"userspace CPU per record, {a.records} records of {a.size} B in drains of {a.batch}, "
           f"median of {a.repeat}")
