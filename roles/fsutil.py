@@ -90,9 +90,9 @@ class AdvisoryFile:
     lose it) and with its paths resolved once, so a write is four system calls.
 
     The hardworker rewrites its count once a second on the CPU it measures. Through
-    ``atomic_write`` that was a dozen stats of the path, two opens and an fsync: a disk flush
-    whose completion interrupts land on that CPU too (about 4 ms of wall time a write in the
-    lab), all charged to the records."""
+    ``atomic_write`` that was a dozen stats of the path, two opens and an fsync, a disk flush
+    whose completion interrupts land on that CPU too: 0.66 ms of CPU and 1.1 ms of wall time a
+    write on the lab's VM, against 0.35 ms of CPU this way, all charged to the records."""
 
     def __init__(self, path):
         self.target = os.path.realpath(path)

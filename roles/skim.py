@@ -3,7 +3,8 @@
 HardworkerSkim loads ``bpf/hardworker.c`` for the run's constants, attaches it, and reads
 its ring buffer with the callback-free ``RingReader``; ``drain()`` returns parsed entries
 ``(key, seq, flags, payload, kind, base)`` with ``key = (saddr_str, sport)``, ready for
-``roles.reassembly.Reassembler`` (under ``all``, one entry per in-order run of a flow). SensorSkim loads and attaches ``bpf/sensor.c``.
+``roles.reassembly.Reassembler`` (under ``all``, one entry per in-order run of a flow).
+SensorSkim loads and attaches ``bpf/sensor.c``.
 ``xdp.load`` takes the program from the host's compiled-program cache (``roles.bpfcache``:
 milliseconds); only a miss compiles (seconds of CPU). Either way: before reporting ready.
 """
