@@ -37,8 +37,7 @@ def replacing(path, *, mode: int | None = None, keep_mode: bool = False, fsync: 
     ``fsync``: flush the data to disk before the rename (off for advisory files).
     """
     target = os.path.realpath(path)
-    parent, name = os.path.split(target)
-    tmp = os.path.join(parent, f".{name}.{os.getpid()}.{next(_seq)}.tmp{suffix}")
+    tmp = _temporary(target, suffix)
     old = _stat(target) if keep_mode else None
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
@@ -69,6 +68,12 @@ def atomic_write(path, data: str | bytes, **how) -> None:
             f.write(raw)
 
 
+def _temporary(target: str, suffix: str = "") -> str:
+    """The temporary name beside ``target`` (see the module docstring)."""
+    parent, name = os.path.split(target)
+    return os.path.join(parent, f".{name}.{os.getpid()}.{next(_seq)}.tmp{suffix}")
+
+
 def _stat(path):
     try:
         return os.stat(path)
@@ -96,8 +101,7 @@ class AdvisoryFile:
 
     def __init__(self, path):
         self.target = os.path.realpath(path)
-        parent, name = os.path.split(self.target)
-        self.tmp = os.path.join(parent, f".{name}.{os.getpid()}.{next(_seq)}.tmp")
+        self.tmp = _temporary(self.target)
 
     def write(self, data: str | bytes) -> None:
         raw = data.encode() if isinstance(data, str) else data

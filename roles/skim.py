@@ -164,7 +164,8 @@ class HardworkerSkim(_Attached):
         return self.reader.drain(max_records, self._parse)
 
     def _parse(self, mem, spans):
-        # Parse in place in the mapped ring: slicing the mmap is the one copy made per record.
+        # Parse in place in the mapped ring: slicing the mmap copies each payload out (a joined
+        # run is copied once more, by the join).
         # Under ``all``, segments that continue each other in one flow (no SYN, FIN or RST)
         # come out as one entry with their payloads joined, as GRO hands a socket one big
         # segment: the reassembler then works once per run, not once per segment (µs of
