@@ -240,15 +240,11 @@ class Daemon:
     """The guard's loop: select on the signal pipe, netlink and ARP sockets, with no timeout
     unless a timer is pending; SIGHUP reloads, SIGTERM/SIGINT stop."""
 
-    def __init__(self, guard: Guard):
+    def __init__(self, guard: Guard, sigfd: int):
         self.g = guard
+        self.sigfd = sigfd
         self.stopping = False
         self.errors = []
-        # Signals arrive as bytes on a pipe that select watches (set before anything can fail)
-        self.sigfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, lambda *_: None)
 
     def loop(self) -> None:
         g = self.g
@@ -307,14 +303,26 @@ def status_of(g: Guard, running: bool = True) -> dict:
             "seen": dict(g.seen), "events": list(g.journal.recent)}
 
 
+def catch_signals() -> int:
+    """The read end of a pipe that receives SIGTERM, SIGINT and SIGHUP as bytes, for select.
+    Installed before anything else (the imports of start-up take a while): a signal then is
+    read by the loop and journalled, never a silent death with an empty log."""
+    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: None)
+    return rfd
+
+
 def run(state_dir: str) -> int:
     """The daemon's main: load, pin, watch; every exit path journals and writes the status."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s guard[%(process)d] %(levelname)s %(message)s")
+    sigfd = catch_signals()
     p = guardcfg.paths(state_dir)
     os.makedirs(p["dir"], exist_ok=True)
     guard = Guard(state_dir)
-    daemon = Daemon(guard)  # signals are caught from here on
+    daemon = Daemon(guard, sigfd)
     status = 0
     try:
         cfg, want = load(p)

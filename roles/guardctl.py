@@ -56,28 +56,47 @@ def _tail(path: str, n: int = 10) -> str:
         return ""
 
 
-def _spawn(state_dir: str) -> int:
+def _spawn(state_dir: str) -> subprocess.Popen:
     p = guardcfg.paths(state_dir)
     with open(p["log"], "ab") as logf, open(os.devnull, "rb") as null:
         proc = subprocess.Popen([sys.executable, "-m", "roles.guard", "run", "--state-dir", state_dir],
                                 stdin=null, stdout=logf, stderr=subprocess.STDOUT, cwd=CHECKOUT,
                                 start_new_session=True, close_fds=True)
     fsutil.atomic_write(p["pid"], f"{proc.pid}\n", fsync=False)  # the daemon rewrites it; this closes the gap
-    return proc.pid
+    return proc
 
 
-def _wait_applied(state_dir: str, pid: int, token: str, timeout: float) -> dict:
+def _ended(pid: int, state_dir: str, proc) -> bool:
+    """Whether the daemon is gone. One we spawned is our child: its exit status is the truth
+    (and poll reaps it); one we only signalled is gone once its pid is no longer the guard."""
+    if proc is not None:
+        return proc.poll() is not None
+    return not _is_guard(pid, state_dir)
+
+
+def _how_it_ended(proc) -> str:
+    """'exited with status N' or 'was killed by SIGX' for a daemon we spawned, else 'exited'."""
+    rc = proc.returncode if proc is not None else None
+    if rc is None:
+        return "exited"
+    return f"was killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with status {rc}"
+
+
+def _wait_applied(state_dir: str, pid: int, token: str, timeout: float, proc=None) -> dict:
+    """The daemon's status once it carries token; fails with how the daemon ended and the last
+    lines of its log and journal (a daemon killed by a signal leaves nothing in its log)."""
     p = guardcfg.paths(state_dir)
     end = time.monotonic() + timeout
     while True:
         st = guardcfg.read_json(p["status"], {})
         if st.get("pid") == pid and st.get("token") == token and st.get("running"):
             return st
-        if not _is_guard(pid, state_dir):
-            raise RuntimeError(f"the guard (pid {pid}) exited; last lines of {p['log']}:\n{_tail(p['log'])}")
-        if time.monotonic() > end:
-            raise TimeoutError(f"the guard (pid {pid}) did not apply its config in {timeout} s; "
-                               f"last lines of {p['log']}:\n{_tail(p['log'])}")
+        gone = _ended(pid, state_dir, proc)
+        if gone or time.monotonic() > end:
+            what = _how_it_ended(proc) if gone else f"did not apply its config in {timeout} s"
+            raise (RuntimeError if gone else TimeoutError)(
+                f"the guard (pid {pid}) {what}; last lines of {p['log']}:\n{_tail(p['log'])}\n"
+                f"last events of {p['events']}:\n{_tail(p['events'], 3)}")
         time.sleep(0.05)
 
 
@@ -99,12 +118,14 @@ def _install(cfg: dict, check: bool, force: bool = False) -> dict:
     guardcfg.stamp(cfg, old)
     cfg["token"] = f"{time.time():.6f}.{os.getpid()}"
     guardcfg.write_json(p["config"], cfg)
+    proc = None
     if pids:
         os.kill(pids[0], signal.SIGHUP)
         pid = pids[0]
     else:
-        pid = _spawn(state_dir)
-    st = _wait_applied(state_dir, pid, cfg["token"], READY_TIMEOUT_S)
+        proc = _spawn(state_dir)
+        pid = proc.pid
+    st = _wait_applied(state_dir, pid, cfg["token"], READY_TIMEOUT_S, proc)
     out.update(pid=pid, own_mac=st.get("own_mac"), peers={ip: w["mac"] for ip, w in st["peers"].items()})
     return out
 
