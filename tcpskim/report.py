@@ -39,7 +39,7 @@ _FLOAT_COLS = {"duration_s", "hw_busy_cpu_s", "hw_idle_baseline_cpu_s", "hw_cpu_
                "hw_process_cpu_us_per_record", "bpf_ns_per_packet", "latency_p50_us",
                "latency_p99_us", "achieved_rate_hz", "hw_wake_cost_us", "hw_attr_us_per_record",
                "hw_unattributed_us", "hw_tracer_cost_us", "hw_tracer_cost_share",
-               "hw_period_median_us", "hw_other_tasks_s", "hw_steal_s", "hw_cpu_us_per_sent_record",
+               "hw_period_median_us", "hw_other_tasks_s", "hw_steal_s", "hw_role_steal_s", "hw_cpu_us_per_sent_record",
                "hw_attr_us_per_sent_record", "hw_stream_us_per_sent_record", "hw_role_user_share"}
 _JSON_COLS = {"hw_components_us", "hw_events_per_record", "hw_period_ci_us"}  # JSON text in the CSV
 _TEXT_COLS = {"mode", "95% CI", "flags", "source", "saves", "CI method", "deliver", "CPU source"}
@@ -341,7 +341,7 @@ def _ratio_table(rows):
             if lo is not None:
                 saves += f" [{(1 - hi) * 100:.1f}, {(1 - lo) * 100:.1f}]"
         if f["col"] != "hw_cpu_us_per_record":
-            method += "; attributed (busy - other tasks)"
+            method += "; attributed (busy - other tasks - steal)"
         t2.append([f["rate"], f["size"], len(f["x"]), len(f["t"]), _fmt(stats.mean_ci(f["x"])[0]),
                    _fmt(stats.mean_ci(f["t"])[0]), _fmt(ratio, 3), _ci(lo, hi, 3), saves, method,
                    f"!! {f['nflag']} trial(s) flagged" if f["nflag"] else ""])
@@ -422,8 +422,8 @@ def _deliver_table(rows):
 
 _TITLES = {
     "per_mode": "Hardworker cost per mode, rate and size (mean over trials; CPU = busy CPU of "
-                "the hardworker's CPU set minus other tasks where traced (attributed), else minus "
-                "the idle baseline)",
+                "the hardworker's CPU set minus other tasks and the steal while the role ran where traced "
+                "(attributed), else minus the idle baseline)",
     "ratio": "xdp / tcp hardworker CPU per record (Fieller 95 % CI, paired by repeat where "
              "possible)",
     "idle": "Idle baseline",

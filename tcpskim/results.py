@@ -28,7 +28,7 @@ COLUMNS = ["run_id", "trial", "mode", "rate_hz", "size_bytes", "duration_s", "re
            # tracepoint attribution of the hardworker's dedicated CPU (tcpskim.components)
            "hw_attr_us_per_record", "hw_components_us", "hw_events_per_record", "hw_unattributed_us",
            "hw_tracer_cost_us", "hw_tracer_cost_share", "hw_period_median_us", "hw_period_ci_us",
-           "hw_other_tasks_s", "hw_steal_s", "hw_role_user_share"]
+           "hw_other_tasks_s", "hw_steal_s", "hw_role_steal_s", "hw_role_user_share"]
 
 
 def _json(path: Path, obj):
@@ -200,8 +200,11 @@ def _deliver_counts(row, hw, sensors, p, trial, elapsed, busy, baseline) -> None
     row["hw_attr_us_per_sent_record"] = attr / n_sent * 1e6 if attr is not None and n_sent else None
     # Only the busy periods that served the stream (a packet received, or the role ran): the
     # housekeeping left in the attributed figure is out too.
-    stream = (((hw.get("window") or {}).get("attribution") or {}).get("periods") or {}).get("stream_s")
-    row["hw_stream_us_per_sent_record"] = stream / n_sent * 1e6 if stream is not None and n_sent else None
+    # The steal while the role ran is out of it too (the role runs only in such periods).
+    a = (hw.get("window") or {}).get("attribution") or {}
+    stream = (a.get("periods") or {}).get("stream_s")
+    row["hw_stream_us_per_sent_record"] = (stream - components.role_steal_s(a)) / n_sent * 1e6 \
+        if stream is not None and n_sent else None
 
 
 class RunFileError(ValueError):

@@ -79,3 +79,40 @@ def test_policy_tables_are_per_sent_record_with_the_shared_floor():
     assert floor and "49.00 µs per sent record" in floor[0]
     assert "xdp/tcp >= 0.53;" in floor[0] and "(tcp attributed 92.00)" in floor[0]  # 49 / 92
     assert "its role 1.00 as measured), >= 0.54" in floor[0]  # (49 + 1) / 92
+
+
+def test_steal_while_the_role_ran_is_its_own_part_and_not_charged():
+    """The tracer's role time 8 ms, the scheduler's 5 ms: 3 ms stolen by the hypervisor, shown
+    apart (the parts still sum to busy) and left out of the per-record figures."""
+    from tcpskim.components import ROLE_STEAL, attributed_busy_s, component_tables
+
+    w = _win()
+    w["attribution"]["role_sched_s"] = 0.005
+    f = row_fields(w)
+    assert f["hw_role_steal_s"] == pytest.approx(0.003)
+    assert f["hw_components_us"]["role"] == pytest.approx(5.0) and f["hw_components_us"][ROLE_STEAL] == pytest.approx(3.0)
+    assert f["hw_attr_us_per_record"] == pytest.approx(17.0)  # (0.524 - 0.504 - 0.003) s / 1000
+    assert attributed_busy_s(w) == pytest.approx(0.017)
+    plain = row_fields(_win())["hw_components_us"]
+    assert sum(f["hw_components_us"].values()) == pytest.approx(sum(plain.values()))
+    rows = [{"mode": m, "rate_hz": 50, "size_bytes": 1024, "wakeup": "per-record", "status": "ok", **f}
+            for m in ("xdp", "tcp")]
+    (_, _, body, notes), = component_tables(rows)
+    assert [r for r in body if r[0] == ROLE_STEAL] == [[ROLE_STEAL, "3.00", "3.00", "0.00"]]
+    assert any(n.startswith(f"{ROLE_STEAL} per record: xdp 3.00, tcp 3.00 µs") and "VM artifact" in n for n in notes)
+
+
+def test_no_steal_when_the_scheduler_saw_more_than_the_tracer():
+    """Interrupts nested in the role's runs are in the scheduler's runtime (no IRQ time
+    accounting) and in their own parts for the tracer: sched > traced role is no steal."""
+    from tcpskim.components import ROLE_STEAL, component_tables
+
+    w = _win()
+    w["attribution"]["role_sched_s"] = 0.009
+    f = row_fields(w)
+    assert f["hw_role_steal_s"] == 0.0 and ROLE_STEAL not in f["hw_components_us"]
+    assert f["hw_attr_us_per_record"] == pytest.approx(20.0) and f["hw_components_us"]["role"] == pytest.approx(8.0)
+    rows = [{"mode": m, "rate_hz": 50, "size_bytes": 1024, "wakeup": "per-record", "status": "ok", **f}
+            for m in ("xdp", "tcp")]
+    (_, _, _, notes), = component_tables(rows)
+    assert not any(n.startswith(ROLE_STEAL) for n in notes)
