@@ -269,7 +269,7 @@ def table_data(run, rows) -> dict:
 
 def _per_mode_table(rows):
     """(1) per mode x rate x size: cost per record, delivery, latency, problems."""
-    h1 = ["mode", "rate Hz", "size B", "n", "CPU µs/rec", "95% CI", "proc µs/rec",
+    h1 = ["mode", "rate Hz", "size B", "n", "CPU µs/rec", "95% CI", "median µs/rec", "median 95% CI", "proc µs/rec",
           "kernel µs/rec", "BPF ns/pkt", "sent", "delivered", "logged", "lost", "dup", "corrupt",
           "p50 µs", "p99 µs", "achieved Hz", "CPU source", "flags"]
     t1 = []
@@ -278,6 +278,7 @@ def _per_mode_table(rows):
         ok = [r for r in grp if _ok(r)]
         col = cols[(rate, size)]
         mean, lo, hi, n = stats.mean_ci(r.get(col) for r in ok)
+        med, mlo, mhi, _ = stats.mean_ci(r.get("hw_period_median_us") for r in ok)
         probs = []
         nfail = len(grp) - len(ok)
         if nfail:
@@ -287,7 +288,7 @@ def _per_mode_table(rows):
             if s:
                 probs.append(f"{label} {s}")
         t1.append([
-            mode, rate, size, n, _fmt(mean), _ci(lo, hi),
+            mode, rate, size, n, _fmt(mean), _ci(lo, hi), _fmt(med), _ci(mlo, mhi),
             _pm([r.get("hw_process_cpu_us_per_record") for r in ok]),
             _pm([_kernel_us(r, col) for r in ok]),
             _pm([r.get("bpf_ns_per_packet") for r in ok], 1),
@@ -423,7 +424,8 @@ def _deliver_table(rows):
 _TITLES = {
     "per_mode": "Hardworker cost per mode, rate and size (mean over trials; CPU = busy CPU of "
                 "the hardworker's CPU set minus other tasks and the steal while the role ran where traced "
-                "(attributed), else minus the idle baseline)",
+                "(attributed), else minus the idle baseline; median = each trial's median busy period per "
+                "record under per-record wake-ups, robust to the host's outliers, mean over trials)",
     "ratio": "xdp / tcp hardworker CPU per record (Fieller 95 % CI, paired by repeat where "
              "possible)",
     "idle": "Idle baseline",

@@ -532,3 +532,27 @@ def test_cpu_vs_latency_labels_name_the_wake_up_policy():
     labels = set(plots.cpu_vs_latency_points(rows))
     assert labels == {f"{m} all {w} 2000 Hz" for m in ("xdp", "tcp")
                       for w in ("per-record", "batch:10ms", "coalesce:10:5000us")}, labels
+
+
+def test_per_record_median_is_shown_beside_the_window_total(tmp_path):
+    """Issue 9: the busy periods' per-record median (mean over trials, with its CI) sits beside
+    the window figure; a cell without medians (batched wake-ups) shows '-' there."""
+    run_dir = make_run(tmp_path, rates=(50,), lab=False)
+    add_components(run_dir)
+    doc = json.loads((run_dir / "summary.json").read_text())
+    meds = {"xdp": (300.0, 310.0, 320.0), "tcp": (400.0, 404.0, 408.0)}
+    for r in doc["rows"]:
+        if r["mode"] in meds:
+            r["hw_period_median_us"] = meds[r["mode"]][r["repeat"]]
+    (run_dir / "summary.json").write_text(json.dumps(doc))
+    text, _ = report.write_report(run_dir)
+    for mode, vals in meds.items():
+        mean, lo, hi, _n = stats.mean_ci(vals)
+        assert f"{mean:.2f}  [{lo:.2f}, {hi:.2f}]" in _line(text, mode, 50, 1024)
+    for r in doc["rows"]:
+        r.pop("hw_period_median_us", None)
+    (run_dir / "summary.json").write_text(json.dumps(doc))
+    text = report.write_report(run_dir)[0]
+    cells = re.split(r"\s{2,}", _line(text, "xdp", 50, 1024).strip())  # the console table: 2+ spaces apart
+    h = re.split(r"\s{2,}", next(line for line in text.splitlines() if "median µs/rec" in line).strip())
+    assert cells[h.index("median µs/rec")] == "-" and cells[h.index("median 95% CI")] == "-"
