@@ -228,13 +228,26 @@ def steal_ns(cpus):
     return out
 
 
+def _threads_sched_ns(pid) -> int:
+    """The scheduler's runtime of every thread of pid (``/proc/<pid>/schedstat`` is the main
+    thread's alone, while the tracer's role time is any thread's)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that just ended
+    return total
+
+
 def proc_cpu(pids):
-    """{"sched_ns", "utime_ticks", "stime_ticks"} summed over the processes ``pids``."""
+    """{"sched_ns", "utime_ticks", "stime_ticks"} summed over the processes ``pids`` (all their
+    threads)."""
     out = {"sched_ns": 0, "utime_ticks": 0, "stime_ticks": 0}
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/schedstat") as f:
-                out["sched_ns"] += int(f.read().split()[0])
+            out["sched_ns"] += _threads_sched_ns(pid)
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             out["utime_ticks"] += int(fields[11])

@@ -79,7 +79,12 @@ def _how_it_ended(proc) -> str:
     rc = proc.returncode if proc is not None else None
     if rc is None:
         return "exited"
-    return f"was killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with status {rc}"
+    if rc >= 0:
+        return f"exited with status {rc}"
+    try:
+        return f"was killed by {signal.Signals(-rc).name}"
+    except ValueError:  # a real-time signal has no name
+        return f"was killed by signal {-rc}"
 
 
 def _wait_applied(state_dir: str, pid: int, token: str, timeout: float, proc=None) -> dict:

@@ -194,7 +194,7 @@ def floor_note(by_mode):
     if not all(by_mode.get(m) for m in ("xdp", "tcp")):
         return None
     names = {n for rs in by_mode.values() for r in rs for n in r["hw_components_us"]}
-    shared = [n for n in names if n not in OWN_WORK and n not in NOT_RECORD_COST and not _not_charged(n)]
+    shared = [n for n in names if n not in OWN_WORK and n not in NOT_RECORD_COST and not not_charged(n)]
     parts = {n: min(_part_mean(by_mode["xdp"], n) or 0.0, _part_mean(by_mode["tcp"], n) or 0.0) for n in shared}
     floor = sum(parts.values())
     tcp = mean_ci(r.get("hw_attr_us_per_record") for r in by_mode["tcp"])[0]
@@ -230,7 +230,8 @@ def _is_other_task(name: str) -> bool:
     return name.startswith("task ")
 
 
-def _not_charged(name: str) -> bool:
+def not_charged(name: str) -> bool:
+    """A part shown but not charged to the records: another task, or the steal while the role ran."""
     return _is_other_task(name) or name == ROLE_STEAL
 
 
@@ -239,8 +240,8 @@ def role_steal_s(a: dict) -> float:
 
     A VM's artifact (0 on bare metal), and on a shared host the largest source of spread
     between trials: at 50 Hz on the lab the tracer's role time followed /proc/stat's steal
-    (0.17-0.23 s per window as steal went 0.08-0.51 s) while the scheduler's stayed at
-    0.17-0.19 s. The tracer's clock runs on through a stolen stretch, so its role time holds
+    (0.170-0.233 s per window as steal went 0.08-0.51 s) while the scheduler's stayed at
+    0.145-0.186 s. The tracer's clock runs on through a stolen stretch, so its role time holds
     it; the scheduler's runtime of the role's threads (schedstat) leaves it out (paravirt
     steal accounting). The scheduler also counts the interrupts nested in the role's runs,
     which the tracer charges to their own parts, so the difference understates the steal by

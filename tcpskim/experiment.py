@@ -220,7 +220,8 @@ def _row_line(row: dict) -> str:
         return f"idle baseline: {row.get('_idle_rate', 0) * 100:.2f} % of the hardworker CPU set busy"
     def f(v, fmt):
         return "-" if v is None else format(v, fmt)
-    # the attributed figure when traced (busy - other tasks), as the report gives it; else busy - idle
+    # the attributed figure when traced (busy - other tasks - steal while the role ran), as the
+    # report gives it; else busy - idle
     attr = row.get("hw_attr_us_per_record")
     hw = f"{attr:.1f} µs/rec attributed" if attr is not None else f"{f(row['hw_cpu_us_per_record'], '.1f')} µs/rec"
     return (f"sent {row['sent']} delivered {row['delivered']} logged {row['logged']} lost {row['lost']} "

@@ -25,7 +25,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 from roles import fsutil, vocab  # noqa: E402
 
 from . import stats  # noqa: E402
-from .components import NOT_RECORD_COST, SMALL_US  # noqa: E402
+from .components import NOT_RECORD_COST, SMALL_US, not_charged  # noqa: E402
 from .trialrows import groups, mode_key, ok  # noqa: E402
 
 MODE_COLORS = {"xdp": "tab:blue", "tcp": "tab:orange", "idle": "tab:gray"}
@@ -213,10 +213,10 @@ def plot_cpu_vs_latency(rows, path) -> bool:
 
 
 # Segment order of a bar, bottom up: the role, what the XDP program and the softirqs did for
-# it, interrupts, then what no tracepoint saw. Other tasks are drawn apart (hatched, on top):
-# the records are not charged for them.
+# it, interrupts, then what no tracepoint saw. Other tasks and the steal while the role ran
+# are drawn apart (hatched, on top): the records are not charged for them.
 _KIND_ORDER = ("role", "xdp program", "softirq ", "irq ", "ipi", "idle exit", "idle loop", "unattributed")
-OTHER_TASKS = "other tasks (not charged)"
+OTHER_TASKS = "other tasks, steal (not charged)"
 SMALLER = "smaller parts"
 
 
@@ -232,7 +232,7 @@ def component_bars(rows) -> dict:
 
     A cell is rate x size x delivery policy x wake-up; a component a trial did not see counts
     0 for it, so a bar's parts sum to the mean of the trials' totals. Other tasks ("task *")
-    are summed into OTHER_TASKS; idle is not busy time and is left out. The role is split into
+    and the steal while the role ran are summed into OTHER_TASKS; idle is not busy time and is left out. The role is split into
     "role user" and "role system" in the trials with ``hw_role_user_share`` (its tick counts)."""
     cells: dict = defaultdict(list)
     for r in rows:
@@ -246,7 +246,7 @@ def component_bars(rows) -> dict:
         for r in grp:
             for name, us in r["hw_components_us"].items():
                 if name not in NOT_RECORD_COST and us is not None:
-                    sums[OTHER_TASKS if name.startswith("task ") else name] += us
+                    sums[OTHER_TASKS if not_charged(name) else name] += us
             user = r.get("hw_role_user_share")
             if user is not None and "role" in r["hw_components_us"]:  # split by the role's ticks
                 role = r["hw_components_us"]["role"]
@@ -301,7 +301,7 @@ def plot_components(rows, path) -> dict | None:
             ax.set_ylim(min(min(below), 0.0) * 1.1, top * 1.6)
             for x, b, o in zip(xs, bottom, other):
                 if b + o > top * 1.6:
-                    ax.text(x, top * 1.55, f"other tasks {o:.0f} µs ↑", ha="center", va="top", fontsize=7,
+                    ax.text(x, top * 1.55, f"not charged {o:.0f} µs ↑", ha="center", va="top", fontsize=7,
                             bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})
     ax.set_xticks(xs, [f"{mode}\n{label}" for label, mode in keys], fontsize=7)
     ax.set_ylabel("hardworker CPU µs per record")

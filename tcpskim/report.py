@@ -158,8 +158,8 @@ def _per_record_col(cell) -> str:
     """The attributed figure when every ok traffic trial of the cell has one, else busy - idle.
 
     The attributed figure (busy time of the dedicated CPU by its precise idle accounting, minus
-    other tasks) subtracts no idle trial: at low rates an idle trial's noise is the size of the
-    stream's cost, and busy - idle came out negative (issue 9)."""
+    other tasks and the steal while the role ran) subtracts no idle trial: at low rates an idle
+    trial's noise is the size of the stream's cost, and busy - idle came out negative (issue 9)."""
     ok = [r for r in cell if _ok(r) and r.get("mode") in ("xdp", "tcp")]
     if ok and all(r.get("hw_attr_us_per_record") is not None for r in ok):
         return "hw_attr_us_per_record"
@@ -342,7 +342,7 @@ def _ratio_table(rows):
             if lo is not None:
                 saves += f" [{(1 - hi) * 100:.1f}, {(1 - lo) * 100:.1f}]"
         if f["col"] != "hw_cpu_us_per_record":
-            method += "; attributed (busy - other tasks - steal)"
+            method += "; attributed (busy - other tasks - steal while the role ran)"
         t2.append([f["rate"], f["size"], len(f["x"]), len(f["t"]), _fmt(stats.mean_ci(f["x"])[0]),
                    _fmt(stats.mean_ci(f["t"])[0]), _fmt(ratio, 3), _ci(lo, hi, 3), saves, method,
                    f"!! {f['nflag']} trial(s) flagged" if f["nflag"] else ""])
@@ -425,7 +425,8 @@ _TITLES = {
     "per_mode": "Hardworker cost per mode, rate and size (mean over trials; CPU = busy CPU of "
                 "the hardworker's CPU set minus other tasks and the steal while the role ran where traced "
                 "(attributed), else minus the idle baseline; median = each trial's median busy period per "
-                "record under per-record wake-ups, robust to the host's outliers, mean over trials)",
+                "record, robust to the host's outliers but on the tracer's clock, so steal included; "
+                "mean over trials)",
     "ratio": "xdp / tcp hardworker CPU per record (Fieller 95 % CI, paired by repeat where "
              "possible)",
     "idle": "Idle baseline",

@@ -81,3 +81,10 @@ def test_how_it_ended(script, said):
     proc.wait()
     assert guardctl._how_it_ended(proc) == said
     assert guardctl._how_it_ended(None) == "exited"  # a daemon we only signalled is not ours to reap
+
+
+def test_a_real_time_signal_is_named_by_number():
+    """signal.Signals has no member for SIGRTMIN+n: the error must still say what ended it."""
+    proc = subprocess.Popen([sys.executable, "-c", f"import os; os.kill(os.getpid(), {signal.SIGRTMIN + 6})"])
+    proc.wait()
+    assert guardctl._how_it_ended(proc) == f"was killed by signal {signal.SIGRTMIN + 6}"
