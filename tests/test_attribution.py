@@ -226,6 +226,12 @@ def test_each_wake_from_idle_has_its_idle_exit(tracer, pinned):
     assert r["sum_s"] == pytest.approx(r["elapsed_s"], rel=0.001)
 
 
+def _voluntary_switches(pid: int) -> int:
+    """The kernel's count of the times pid blocked (voluntary context switches)."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+
+
 _ECHO = """
 import os, sys
 os.sched_setaffinity(0, {int(sys.argv[1])})
@@ -256,21 +262,24 @@ def test_wakeups_counted_exactly_and_ipis_match_the_kernels_counters(tracer):
         for _ in range(50):  # warm-up: the child's task is seen switching out
             os.write(w1, b"x")
             os.read(r2, 1)
-        before = _proc_interrupts(CPU)
+        before, blocks = _proc_interrupts(CPU), _voluntary_switches(child.pid)
         tracer.open()
         for _ in range(n):
             os.write(w1, b"x")
             os.read(r2, 1)
         tracer.close()
-        after = _proc_interrupts(CPU)
+        after, blocks = _proc_interrupts(CPU), _voluntary_switches(child.pid) - blocks
     finally:
         os.sched_setaffinity(0, old)
         os.close(w1)
         child.wait(10)
         os.close(r2)
     r = tracer.result()
-    # n round trips wake the child at most n times (fewer if it had not blocked yet)
-    assert n * 0.95 <= r["counters"]["wakeups"] <= n + 5
+    # The child is woken once per time it blocked in read(), the kernel's count of its
+    # voluntary switches; how often that is depends on the two CPUs' speeds (a fast echo
+    # finds the next byte already there: seen here, 979 blocks in 2000 round trips).
+    assert blocks >= 100, blocks  # enough to count
+    assert abs(r["counters"]["wakeups"] - blocks) <= 5, (r["counters"]["wakeups"], blocks)
     # sched_wakeup fires where the wake-up completes: on the target CPU when it was queued
     # to it by an IPI (TTWU_QUEUE), on the waker's otherwise
     assert sum(r["counters"]["wakeups_by_cpu"].values()) == r["counters"]["wakeups"]
@@ -284,7 +293,7 @@ def test_wakeups_counted_exactly_and_ipis_match_the_kernels_counters(tracer):
         # the kernel's counts also cover open()'s and close()'s own readings (a few ms,
         # this thread moved to the measured CPU and back): some ticks and IPIs of slack
         assert abs(traced - kernel) <= 0.05 * kernel + 10, (vec, traced, kernel)
-    assert r["components_s"]["role"] > 0 and r["counters"]["switch_in"] >= n * 0.95
+    assert r["components_s"]["role"] > 0 and r["counters"]["switch_in"] >= blocks - 5
 
 
 @pytest.mark.lab
