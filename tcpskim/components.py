@@ -296,7 +296,7 @@ def row_fields(win: dict) -> dict:
     out["hw_role_user_share"] = ut / (ut + st) if ut is not None and st is not None \
         and ut + st >= ROLE_SPLIT_MIN_TICKS else None
     out.update(hw_components_us=comps, hw_events_per_record=ev,
-               hw_attr_us_per_record=per(a["proc_busy_s"] - other - stolen) if a.get("proc_busy_s") is not None else None,
+               hw_attr_us_per_record=per(attributed_busy_s(win)),
                hw_unattributed_us=comps.get("unattributed"),
                hw_tracer_cost_us=per((a.get("cost") or {}).get("cost_s")),
                hw_period_median_us=p.get("median_us") if p.get("unit") == "record" else None,

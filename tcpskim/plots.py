@@ -232,8 +232,9 @@ def component_bars(rows) -> dict:
 
     A cell is rate x size x delivery policy x wake-up; a component a trial did not see counts
     0 for it, so a bar's parts sum to the mean of the trials' totals. Other tasks ("task *")
-    and the steal while the role ran are summed into OTHER_TASKS; idle is not busy time and is left out. The role is split into
-    "role user" and "role system" in the trials with ``hw_role_user_share`` (its tick counts)."""
+    and the steal while the role ran are summed into OTHER_TASKS; idle is not busy time and is
+    left out. The role is split into "role user" and "role system" in the trials with
+    ``hw_role_user_share`` (its tick counts)."""
     cells: dict = defaultdict(list)
     for r in rows:
         if r.get("mode") in ("xdp", "tcp") and ok(r) and r.get("hw_components_us"):
