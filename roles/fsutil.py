@@ -11,8 +11,8 @@ Temporary names are ``.<name>.<pid>.<n>.tmp<suffix>``: hidden, unique per proces
 and ending in ``.tmp`` (or ``.tmp.png`` with ``suffix=".png"``, for writers that pick the format
 by the suffix), so listings that skip ``*.tmp`` never pick one up.
 
-``AdvisoryFile`` is the same rename without the fsync, for the small files a role rewrites
-every second while it is measured (progress counts).
+The progress counts a role updates every second while it is measured are not replaced
+files but mapped ones (``roles.counterfile``).
 
 Standard library only; works on Windows too (the control side).
 """
@@ -87,32 +87,3 @@ def _chown_like(tmp, old) -> None:
         return
     with contextlib.suppress(OSError):
         os.chown(tmp, old.st_uid, old.st_gid)
-
-
-class AdvisoryFile:
-    """A small file rewritten often and only shown (a progress count): replaced by a rename,
-    so a reader sees the whole old or the whole new content, but never fsynced (a crash may
-    lose it) and with its paths resolved once, so a write is four system calls.
-
-    The hardworker rewrites its count once a second on the CPU it measures. Through
-    ``atomic_write`` that was a dozen stats of the path, two opens and an fsync, a disk flush
-    whose completion interrupts land on that CPU too: 0.66 ms of CPU and 1.1 ms of wall time a
-    write on the lab's VM, against 0.35 ms of CPU this way, all charged to the records."""
-
-    def __init__(self, path):
-        self.target = os.path.realpath(path)
-        self.tmp = _temporary(self.target)
-
-    def write(self, data: str | bytes) -> None:
-        raw = data.encode() if isinstance(data, str) else data
-        try:
-            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-            try:
-                os.write(fd, raw)
-            finally:
-                os.close(fd)
-            os.replace(self.tmp, self.target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(self.tmp)
-            raise

@@ -32,7 +32,8 @@ import sys
 import time
 import zlib
 
-from roles import delivery, fsutil, runtime
+from roles import delivery, runtime
+from roles.counterfile import CounterFile
 from roles.policy import Gate
 from roles.record import DeliveryCounter, Record
 from roles.transport import Stream, Ticker, consume_batch, transport_for  # noqa: F401 - re-exported
@@ -189,16 +190,17 @@ class Trial:
 
 class Progress:
     """The delivered count in a one-line file, at most once a second, for the control side's
-    progress bar (as the sensors' ``sensor-<i>.sent``): written from the role's own loop, so
-    no thread wakes the measured CPU for it, and without an fsync (fsutil.AdvisoryFile)."""
+    progress bar (as the sensors' ``sensor-<i>.sent``): stored from the role's own loop, so
+    no thread wakes the measured CPU for it, and into a mapped file (roles.counterfile): no
+    system call, no disk I/O of its own on that CPU."""
 
     def __init__(self, path):
-        self.file, self.next = fsutil.AdvisoryFile(path), 0.0
+        self.file, self.next = CounterFile(path), 0.0
 
     def update(self, delivered: int) -> None:
         now = time.monotonic()
         if now >= self.next:
-            self.file.write(f"{delivered}\n")
+            self.file.set(delivered)
             self.next = now + 1.0
 
 

@@ -15,7 +15,8 @@ import socket
 import sys
 import time
 
-from roles import fsutil, runtime
+from roles import runtime
+from roles.counterfile import CounterFile
 from roles.record import HEADER_SIZE, encode
 
 log = logging.getLogger("tcpskim.sensor")
@@ -127,13 +128,13 @@ def pace_and_send(role, socks, start_at) -> dict:
     chunk = cfg["chunk_bytes"]  # > 0: write each record in pieces (tests: unaligned segments)
     send = send_all if not chunk else (
         lambda s, rec, stop: all(send_all(s, rec[o:o + chunk], stop) for o in range(0, len(rec), chunk)))
-    # How far it got, once a second, for the control side's progress bar (one small file, no
-    # fsync: a flush inside the paced loop made the next record late)
-    progress = fsutil.AdvisoryFile(os.path.join(cfg["out_dir"], f"sensor-{sid}.sent"))
+    # How far it got, once a second, for the control side's progress bar (a store into a mapped
+    # file: a flush or a system call inside the paced loop made the next record late)
+    progress = CounterFile(os.path.join(cfg["out_dir"], f"sensor-{sid}.sent"))
     every = max(1, int(rate))
     for i in range(n):
         if i % every == 0:
-            progress.write(f"{sent}\n")
+            progress.set(sent)
         deadline = base + i / rate
         while True:
             left = deadline - mono()
@@ -159,7 +160,7 @@ def pace_and_send(role, socks, start_at) -> dict:
         max_late = max(max_late, lateness)
         late_100us += lateness > 1e-4
         late_1ms += lateness > 1e-3
-    progress.write(f"{sent}\n")
+    progress.set(sent)
     p50, p99 = late.percentiles(50, 99)
     dur = (last_ns - first_ns) / 1e9 if sent > 1 else 0.0
     return {"planned": n, "sent": sent, "sensor_id": sid, "bytes_per_record": len(encode(sid, 0, 0, size)),

@@ -64,33 +64,3 @@ def test_the_temporary_keeps_a_suffix_and_ends_in_tmp(tmp_path):
     assert name.startswith(".plot.png.") and name.endswith(".tmp.png")
     with fsutil.replacing(tmp_path / "x") as tmp:
         assert tmp.endswith(".tmp")  # collect skips *.tmp in a host's listing
-
-
-def test_an_advisory_file_is_replaced_whole_without_fsync(tmp_path, monkeypatch):
-    p = tmp_path / "hardworker-0.delivered"
-    f = fsutil.AdvisoryFile(p)
-
-    def no_fsync(fd):
-        raise AssertionError("an advisory file must not fsync")
-
-    monkeypatch.setattr(os, "fsync", no_fsync)
-    for n in (5, 1234, 7):
-        f.write(f"{n}\n")
-        assert p.read_text() == f"{n}\n" and os.listdir(tmp_path) == [p.name]
-    inode = os.stat(p).st_ino
-    f.write(b"8\n")
-    assert os.stat(p).st_ino != inode  # a new file renamed over it, never rewritten in place
-
-
-def test_a_failed_advisory_write_keeps_the_old_content(tmp_path, monkeypatch):
-    p = tmp_path / "sensor-1.sent"
-    f = fsutil.AdvisoryFile(p)
-    f.write("3\n")
-
-    def full(fd, data):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "write", full)
-    with pytest.raises(OSError):
-        f.write("4\n")
-    assert p.read_text() == "3\n" and os.listdir(tmp_path) == [p.name]

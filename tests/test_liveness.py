@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+from roles.counterfile import CounterFile
 from tcpskim import liveness
 
 
@@ -30,8 +31,8 @@ def test_live_dead_and_summarised_roles(tmp_path):
     (pids / "hardworker-0.pid").write_text(f"{dead_pid()}\n")  # killed: pidfile left behind
     (pids / "sensor-1.pid").write_text("")  # being written
     (out / "sensor-1.summary.json").write_text("{}")
-    (out / "hardworker-0.delivered").write_text("42\n")
-    (out / "sensor-1.sent").write_text("40\n")
+    CounterFile(out / "hardworker-0.delivered", 42)  # as the roles write them
+    CounterFile(out / "sensor-1.sent", 40)
     a = poll(tmp_path)
     assert a.running == {"logger-0"} and a.summarised == {"sensor-1"}
     assert a.sent == 0 and a.delivered is None  # counts only when a progress bar wants them
