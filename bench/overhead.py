@@ -93,8 +93,9 @@ def main(argv=None):
         tables += [(f"{t} [{wakeup}]", h, b, n)
                    for t, h, b, n in components.component_tables(rows, lab=inv.lab is not None)]
         by = {m: [r for r in rows if r["mode"] == m] for m in ("xdp", "tcp")}
+        ns = pooled_ns_per_event(folder.path, by["xdp"] + by["tcp"])
         for m in ("xdp", "tcp"):
-            checks.append([wakeup, m, *check_figures(folder.path, by[m], ext)])
+            checks.append([wakeup, m, *check_figures(folder.path, by[m], ext, ns)])
         cpu = {m: [r["hw_cpu_us_per_record"] for r in by[m]] for m in by}
         ratio = xdp_tcp_ratio(rows)  # (ratio, lo, hi, method), paired by repeat when possible
         target = TARGETS["batch" if wakeup.startswith("batch") else "per-record"]
@@ -115,7 +116,7 @@ def main(argv=None):
           "busy within 10 % of an idle reading outside the tool, tracer cost <= 2 % of busy)")
     print(tabulate(checks, headers=["wake-up", "mode", "trials", "unattributed % of busy",
                                     "busy vs /proc/stat (outside) %",
-                                    "tracer cost % of busy"]))
+                                    "tracer cost % of busy (events x run median ns/event)"]))
     for title, headers, body, notes in tables:
         print(f"\n{title}")
         print(tabulate(body, headers=headers))
@@ -143,22 +144,37 @@ def _worst(vals, fmt="{:+.1f}"):
     return "-" if not vals else fmt.format(max(vals, key=abs)) + f" (median {fmt.format(sorted(vals)[len(vals) // 2])})"
 
 
-def check_figures(run_path: Path, rows, ext: ExternalIdle) -> list:
-    """[trials, unattributed %, vs /proc/stat %, tracer %] for one mode's rows."""
-    unatt, vs_stat, cost = [], [], []
+def _windows(run_path: Path, rows):
     for r in rows:
         for f in sorted((run_path / r["trial"]).glob("*/hardworker-*.summary.json")):
-            win = json.loads(f.read_text()).get("window") or {}
-            at = win.get("attribution") or {}
-            busy = at.get("proc_busy_s")
-            if not busy or not win.get("mono_s"):
-                continue
-            unatt.append(100 * (at.get("unattributed_s") or 0) / busy)
-            outside = ext.busy(win["cpus"], *win["mono_s"])
-            if outside.get("stat_s"):
-                vs_stat.append(100 * (busy - outside["stat_s"]) / outside["stat_s"])
-            share = (at.get("cost") or {}).get("share_of_busy")
-            cost.append(None if share is None else 100 * share)
+            yield json.loads(f.read_text()).get("window") or {}
+
+
+def pooled_ns_per_event(run_path: Path, rows) -> float | None:
+    """The median of the trials' own measurements of one traced event's cost (as the report's
+    component table takes it: one trial's measurement is moved by a busy host)."""
+    own = [c["ns_per_event"] for w in _windows(run_path, rows)
+           if (c := (w.get("attribution") or {}).get("cost") or {}).get("ns_per_event") is not None]
+    return statistics.median(own) if own else None
+
+
+def check_figures(run_path: Path, rows, ext: ExternalIdle, ns_per_event=None) -> list:
+    """[trials, unattributed %, vs /proc/stat %, tracer %] for one mode's rows; the tracer's
+    cost is each trial's events x ``ns_per_event`` (the run's pooled figure) when given."""
+    unatt, vs_stat, cost = [], [], []
+    for win in _windows(run_path, rows):
+        at = win.get("attribution") or {}
+        busy = at.get("proc_busy_s")
+        if not busy or not win.get("mono_s"):
+            continue
+        unatt.append(100 * (at.get("unattributed_s") or 0) / busy)
+        outside = ext.busy(win["cpus"], *win["mono_s"])
+        if outside.get("stat_s"):
+            vs_stat.append(100 * (busy - outside["stat_s"]) / outside["stat_s"])
+        share = (at.get("cost") or {}).get("share_of_busy")
+        if ns_per_event is not None and at.get("events") is not None:
+            share = at["events"] * ns_per_event / 1e9 / busy
+        cost.append(None if share is None else 100 * share)
     return [len(unatt), _worst(unatt), _worst(vs_stat), _worst(cost, "{:.2f}")]
 
 
