@@ -15,7 +15,7 @@ import time
 import pytest
 
 from roles import attribution_stats as ast
-from roles.attribution import KINDS, comm_group
+from roles.attribution import KINDS, VECTORS, comm_group
 
 K = {k: i for i, k in enumerate(KINDS)}
 
@@ -53,6 +53,28 @@ def test_components_add_up_and_xdp_is_taken_out_of_net_rx():
     # events: 2 per softirq/irq interval, 1 per switch-in (idle, role, task)
     assert r["events"] == 2 * 2000 + 64
     assert r["cost"]["cost_s"] == pytest.approx(r["events"] * 100e-9)
+
+
+def test_the_irq_work_a_wake_up_raises_inside_the_program_is_not_counted_twice():
+    """The program's run time counts the irq_work self-IPI its ring-buffer wake-up raises (taken
+    inside it); the tracer charges that IPI to its own part. So it comes out of the program's
+    part, and the program's part is never more than the NET_RX it runs inside."""
+    vec = K["vector"], VECTORS.index("irq_work")
+    acc = {(1, K["idle"], 0): [799_900_000, 10], (1, K["role"], 0): [150_000_000, 50],
+           (1, K["softirq"], 3): [33_500_000, 500], (1, *vec): [16_600_000, 500]}
+    for est, prog, net in ((40_500_000, 0.0239, 0.0096), (60_000_000, 0.0335, 0.0)):
+        edges = _edges(0, 800_000_000, ({"run_time_ns": 0, "run_cnt": 0}, {"run_time_ns": est, "run_cnt": 500}))
+        r = ast.summarize(_raw(acc, edges=edges), records=500)
+        c = r["components_s"]
+        assert c["xdp program"] == pytest.approx(prog) and c["softirq NET_RX"] == pytest.approx(net)
+        assert c["ipi/vector irq_work"] == pytest.approx(0.0166)  # still its own part, once
+        assert r["xdp_estimate_s"] == pytest.approx(est / 1e9) and r["xdp_s"] == pytest.approx(prog)
+        assert r["sum_s"] == pytest.approx(r["elapsed_s"])  # the parts still add up
+    # without irq_work (batched: no wake-ups) the run time is the program's part, as before
+    del acc[(1, *vec)]
+    edges = _edges(0, 800_000_000, ({"run_time_ns": 0, "run_cnt": 0}, {"run_time_ns": 5_000_000, "run_cnt": 500}))
+    c = ast.summarize(_raw(acc, edges=edges))["components_s"]
+    assert c["xdp program"] == pytest.approx(0.005) and c["softirq NET_RX"] == pytest.approx(0.0285)
 
 
 def test_the_idle_task_outside_cpuidle_states_is_busy_time():
