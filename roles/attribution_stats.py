@@ -106,11 +106,11 @@ def _program_share(prog_s, secs, ed):
     """The XDP program's part of the NET_RX softirq it runs inside, from its run time (the
     kernel's run-time stats). That run time counts what interrupted the program too: a ring
     buffer wake-up raises an irq_work self-IPI, taken at once, inside the program, and the
-    tracer charges it to its own part (x86's ``ipi/vector irq_work``; 17-19 µs per record at
-    50 Hz here; the run time came to more than the NET_RX it ran in, 40.5 against 33.5 µs per
-    record, in one trial). So that part comes out of the program's, and the program's part is at most
-    all of NET_RX: never a negative NET_RX (-7 µs per record in one 50 Hz trial before). The
-    run time before both is kept in ``xdp_estimate_s``."""
+    tracer charges it to its own part (x86's ``ipi/vector irq_work``: 17-19 µs per record at
+    50 Hz here, where one trial's run time came to more than the NET_RX it ran in, 40.5
+    against 33.5 µs per record). So that part comes out of the program's, and the program's
+    part is at most all of NET_RX: never a negative NET_RX (-7 µs per record in that trial).
+    The run time before both is kept in ``xdp_estimate_s``."""
     net = max(secs["softirq NET_RX"], 0.0)
     ed["xdp_estimate_s"] = prog_s
     return min(max(prog_s - secs.get("ipi/vector irq_work", 0.0), 0.0), net)
