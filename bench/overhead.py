@@ -150,19 +150,28 @@ def _windows(run_path: Path, rows):
             yield json.loads(f.read_text()).get("window") or {}
 
 
-def pooled_ns_per_event(run_path: Path, rows) -> float | None:
-    """The median of the trials' own measurements of one traced event's cost (as the report's
-    component table takes it: one trial's measurement is moved by a busy host)."""
-    own = [c["ns_per_event"] for w in _windows(run_path, rows)
-           if (c := (w.get("attribution") or {}).get("cost") or {}).get("ns_per_event") is not None]
-    return statistics.median(own) if own else None
+def _cell(r):
+    return r.get("rate_hz"), r.get("size_bytes")
+
+
+def pooled_ns_per_event(run_path: Path, rows) -> dict:
+    """{(rate, size): the median of those trials' own measurements of one traced event's
+    cost}, as the report's component table takes it per cell (one trial's measurement is
+    moved by a busy host)."""
+    own = {}
+    for r in rows:
+        for w in _windows(run_path, [r]):
+            c = (w.get("attribution") or {}).get("cost") or {}
+            if c.get("ns_per_event") is not None:
+                own.setdefault(_cell(r), []).append(c["ns_per_event"])
+    return {k: statistics.median(v) for k, v in own.items()}
 
 
 def check_figures(run_path: Path, rows, ext: ExternalIdle, ns_per_event=None) -> list:
     """[trials, unattributed %, vs /proc/stat %, tracer %] for one mode's rows; the tracer's
-    cost is each trial's events x ``ns_per_event`` (the run's pooled figure) when given."""
+    cost is each trial's events x the pooled figure of its cell (``ns_per_event``) when given."""
     unatt, vs_stat, cost = [], [], []
-    for win in _windows(run_path, rows):
+    for r, win in ((r, w) for r in rows for w in _windows(run_path, [r])):
         at = win.get("attribution") or {}
         busy = at.get("proc_busy_s")
         if not busy or not win.get("mono_s"):
@@ -172,8 +181,9 @@ def check_figures(run_path: Path, rows, ext: ExternalIdle, ns_per_event=None) ->
         if outside.get("stat_s"):
             vs_stat.append(100 * (busy - outside["stat_s"]) / outside["stat_s"])
         share = (at.get("cost") or {}).get("share_of_busy")
-        if ns_per_event is not None and at.get("events") is not None:
-            share = at["events"] * ns_per_event / 1e9 / busy
+        ns = (ns_per_event or {}).get(_cell(r))
+        if ns is not None and at.get("events") is not None:
+            share = at["events"] * ns / 1e9 / busy
         cost.append(None if share is None else 100 * share)
     return [len(unatt), _worst(unatt), _worst(vs_stat), _worst(cost, "{:.2f}")]
 

@@ -110,10 +110,14 @@ def _program_share(prog_s, secs, ed):
     50 Hz here, where one trial's run time came to more than the NET_RX it ran in, 40.5
     against 33.5 µs per record). So that part comes out of the program's, and the program's
     part is at most all of NET_RX: never a negative NET_RX (-7 µs per record in that trial).
-    The run time before both is kept in ``xdp_estimate_s``."""
+    Kept beside it: the run time before both (``xdp_estimate_s``), whether the IPI could be
+    taken out (``xdp_irq_work_split``: arm64 names IPIs by a reason pointer, so there it is
+    not, and only the cap holds) and whether the cap cut the part (``xdp_capped``)."""
     net = max(secs["softirq NET_RX"], 0.0)
-    ed["xdp_estimate_s"] = prog_s
-    return min(max(prog_s - secs.get("ipi/vector irq_work", 0.0), 0.0), net)
+    nested = secs.get("ipi/vector irq_work")
+    share = max(prog_s - (nested or 0.0), 0.0)
+    ed.update(xdp_estimate_s=prog_s, xdp_irq_work_split=nested is not None, xdp_capped=share > net)
+    return min(share, net)
 
 
 def summarize(raw, marks=None, bin_s=0.01, records=None, ns_per_event=None, xdp=None):

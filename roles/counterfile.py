@@ -13,7 +13,9 @@ first store after that write-back takes one page fault.
 
 The count is written zero-padded to a fixed width, so the file always reads as a whole
 number: a read racing a store can at worst see two counts' digits mixed, a number shown for
-one second in a progress bar and never used for a result.
+one second in a progress bar and never used for a result. On a file system that cannot map
+a file shared and writable (9p without cache=mmap, FUSE direct_io) an update is one pwrite
+in place instead: a progress bar is no reason for a role to fail.
 """
 
 import mmap
@@ -27,16 +29,27 @@ class CounterFile:
     """``set(n)``: the file at ``path`` reads ``n`` (zero-padded, one line) from now on."""
 
     def __init__(self, path, value: int = 0):
+        self._mm = self._fd = None
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             os.ftruncate(fd, _SIZE)
             self._mm = mmap.mmap(fd, _SIZE)  # MAP_SHARED: stores reach the file
-        finally:
+        except (OSError, ValueError):
+            self._fd = fd  # no shared mapping here: pwrite in place
+        else:
             os.close(fd)  # the mapping keeps the file
         self.set(value)
 
     def set(self, value: int) -> None:
-        self._mm[:] = b"%0*d\n" % (WIDTH, value)
+        line = b"%0*d\n" % (WIDTH, value)
+        if self._mm is not None:
+            self._mm[:] = line
+        else:
+            os.pwrite(self._fd, line, 0)
 
     def close(self) -> None:
-        self._mm.close()
+        if self._mm is not None:
+            self._mm.close()
+        if self._fd is not None:
+            os.close(self._fd)
+        self._mm = self._fd = None

@@ -53,7 +53,7 @@ def collect(fleet: Fleet, run_dir: Path) -> list[HostResult]:
         for line in r.stdout.splitlines():
             rel, _, size = line.partition("\t")
             trial, _, name = rel.partition("/")
-            if not name or "/" in name or name.endswith((".tmp", ".ready", ".sent")):
+            if not name or "/" in name or name.endswith((".tmp", ".ready", ".sent", ".delivered")):
                 continue
             local = run_dir / trial / h.name / name
             if local.exists() and local.stat().st_size == int(size):

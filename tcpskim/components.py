@@ -154,8 +154,12 @@ def pooled_cost(by_mode):
     ns = statistics.median(own)
 
     def redo(r):
-        ev = (r.get("hw_events_per_record") or {}).get("events")
-        return {**r, "hw_tracer_cost_us": ev * ns / 1e3} if _own_ns_per_event(r) is not None else r
+        own_ns = _own_ns_per_event(r)
+        if own_ns is None:
+            return r
+        ev, share = (r.get("hw_events_per_record") or {}).get("events"), r.get("hw_tracer_cost_share")
+        return {**r, "hw_tracer_cost_us": ev * ns / 1e3,  # and the busy-time share alike
+                "hw_tracer_cost_share": None if share is None or not own_ns else share * ns / own_ns}
 
     return {m: [redo(r) for r in rs] for m, rs in by_mode.items()}, ns, own
 
@@ -169,7 +173,7 @@ def cost_note(ns, own) -> str | None:
 
 
 def _cost_rows(by_mode):
-    """The measurement's own cost per mode (traced events x measured ns per event), in µs per
+    """The measurement's own cost per mode (traced events x ns per event), in µs per
     record and as a share of the hardworker CPU (``cost_share``), with the target beside it."""
     us = {m: mean_ci(r.get("hw_tracer_cost_us") for r in by_mode.get(m, []))[0] for m in ("xdp", "tcp")}
     share = {m: mean_ci(cost_share(r) for r in by_mode.get(m, []))[0] for m in ("xdp", "tcp")}

@@ -69,12 +69,15 @@ def test_the_irq_work_a_wake_up_raises_inside_the_program_is_not_counted_twice()
         assert c["xdp program"] == pytest.approx(prog) and c["softirq NET_RX"] == pytest.approx(net)
         assert c["ipi/vector irq_work"] == pytest.approx(0.0166)  # still its own part, once
         assert r["xdp_estimate_s"] == pytest.approx(est / 1e9) and r["xdp_s"] == pytest.approx(prog)
+        assert r["xdp_irq_work_split"] and r["xdp_capped"] == (net == 0.0)
         assert r["sum_s"] == pytest.approx(r["elapsed_s"])  # the parts still add up
     # without irq_work (batched: no wake-ups) the run time is the program's part, as before
     del acc[(1, *vec)]
     edges = _edges(0, 800_000_000, ({"run_time_ns": 0, "run_cnt": 0}, {"run_time_ns": 5_000_000, "run_cnt": 500}))
-    c = ast.summarize(_raw(acc, edges=edges))["components_s"]
+    r = ast.summarize(_raw(acc, edges=edges))
+    c = r["components_s"]
     assert c["xdp program"] == pytest.approx(0.005) and c["softirq NET_RX"] == pytest.approx(0.0285)
+    assert not r["xdp_irq_work_split"] and not r["xdp_capped"]
 
 
 def test_the_idle_task_outside_cpuidle_states_is_busy_time():

@@ -145,3 +145,25 @@ def test_the_tracing_cost_uses_the_cells_cost_per_event_not_each_trials_own():
     own_xdp = (6.0 + 150.0 + 170.0) / 3 * 8 / 1e3
     assert {r[0]: r for r in body}["measurement's own cost µs per record"][1] == f"{own_xdp:.2f}"
     assert not any(n.startswith("cost of one traced event") for n in notes)
+
+
+def test_the_pooled_cost_holds_per_sent_record_and_for_the_busy_time_share():
+    from tcpskim.components import component_tables, pooled_cost
+
+    def row(mode, ns, deliver="latest:10"):  # 10 of 1000 records delivered: x 0.01 per sent record
+        return {"mode": mode, "rate_hz": 50, "size_bytes": 1024, "wakeup": "per-record", "deliver": deliver,
+                "status": "ok", "hw_components_us": {"role": 300.0}, "hw_attr_us_per_record": 400.0,
+                "hw_attr_us_per_sent_record": 4.0, "hw_events_per_record": {"events": 2000.0},
+                "hw_tracer_cost_us": 2000.0 * ns / 1e3, "hw_tracer_cost_share": 2000.0 * ns / 1e3 / 1000.0}
+
+    rows = [row("xdp", 100.0), row("xdp", 300.0), row("tcp", 200.0)]
+    (title, _, body, notes), = component_tables(rows)
+    cell = {r[0]: r for r in body}
+    # per sent record: 20 events x the median, 200 ns = 4 µs on 4 µs attributed: 100 %
+    assert "per sent record" in title
+    assert cell["measurement's own cost µs per sent record"][1:3] == ["4.00", "4.00"]
+    assert any(n.startswith("cost of one traced event: 200 ns, the median of the 3") for n in notes)
+    # the busy-time share (used where a row has no attributed figure) is re-derived alike
+    costed, ns, own = pooled_cost({"xdp": [row("xdp", 100.0, "all")], "tcp": [row("tcp", 300.0, "all")]})
+    assert ns == 200.0 and sorted(own) == [100.0, 300.0]
+    assert [r["hw_tracer_cost_share"] for r in costed["xdp"] + costed["tcp"]] == [0.4, 0.4]

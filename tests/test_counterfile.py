@@ -4,6 +4,9 @@ number, updated in place without a system call."""
 import os
 import subprocess
 
+import pytest
+
+from roles import counterfile
 from roles.counterfile import WIDTH, CounterFile
 from tcpskim import liveness
 
@@ -27,7 +30,9 @@ def test_the_file_reads_as_the_count_and_stays_the_same_file(tmp_path):
     c.close()
 
 
-def test_an_update_makes_no_system_call(tmp_path):
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs Linux's per-process I/O counts")
+def test_an_update_makes_no_read_or_write_call(tmp_path):
+    """/proc/self/io counts the read- and write-type system calls (syscr, syscw) of the process."""
     c = CounterFile(tmp_path / "sensor-1.sent")
     a = _io()
     base = _io()  # the reads of /proc/self/io themselves
@@ -45,3 +50,19 @@ def test_a_file_left_by_an_earlier_run_is_taken_over(tmp_path):
     p.write_text("123456789012345678901234567890\nold\n")
     CounterFile(p, 7)
     assert p.read_text() == f"{7:0{WIDTH}d}\n"
+
+
+def test_where_a_file_cannot_be_mapped_an_update_is_a_write_in_place(tmp_path, monkeypatch):
+    def refused(*a, **k):
+        raise OSError(19, "No such device")  # 9p without cache=mmap, FUSE direct_io
+
+    monkeypatch.setattr(counterfile.mmap, "mmap", refused)
+    p = tmp_path / "hardworker-0.delivered"
+    c = CounterFile(p, 3)
+    inode = os.stat(p).st_ino
+    c.set(12)
+    assert p.read_text() == f"{12:0{WIDTH}d}\n" and os.stat(p).st_ino == inode
+    fd = c._fd
+    c.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed with it
