@@ -287,13 +287,17 @@ def test_wakeups_counted_exactly_and_ipis_match_the_kernels_counters(tracer):
         for _ in range(50):  # warm-up: the child's task is seen switching out
             os.write(w1, b"x")
             os.read(r2, 1)
-        before, blocks = _proc_interrupts(CPU), _voluntary_switches(child.pid)
+        # The kernel's counts are read inside the window, from this CPU: open() and close()
+        # move this thread to the measured CPU to read its idle time (and their own IPIs there
+        # are outside the window). Read around them, the kernel saw 21 reschedule IPIs where the
+        # window had 6, in one CI run on a slow host.
         tracer.open()
+        before, blocks = _proc_interrupts(CPU), _voluntary_switches(child.pid)
         for _ in range(n):
             os.write(w1, b"x")
             os.read(r2, 1)
-        tracer.close()
         after, blocks = _proc_interrupts(CPU), _voluntary_switches(child.pid) - blocks
+        tracer.close()
     finally:
         os.sched_setaffinity(0, old)
         os.close(w1)
@@ -315,8 +319,8 @@ def test_wakeups_counted_exactly_and_ipis_match_the_kernels_counters(tracer):
         traced = iv.get(f"ipi/vector {vec}", 0) + (iv.get("ipi/vector call_function_single", 0)
                                                    if vec == "call_function" else 0)
         kernel = after[tag] - before[tag]
-        # the kernel's counts also cover open()'s and close()'s own readings (a few ms,
-        # this thread moved to the measured CPU and back): some ticks and IPIs of slack
+        # the window is a little longer than the kernel's span (the edges' map updates, the
+        # reads themselves): some ticks and IPIs of slack
         assert abs(traced - kernel) <= 0.05 * kernel + 10, (vec, traced, kernel)
     assert r["components_s"]["role"] > 0 and r["counters"]["switch_in"] >= blocks - 5
 
