@@ -477,7 +477,29 @@ RAW_TRACEPOINT_PROBE(ipi_send_cpumask) {  /* (const struct cpumask *, callsite, 
 #endif
 
 #ifdef HAVE_IPI_ENTRY  /* arm/arm64: the IPI's reason, nested in the "IPI" interrupt */
-RAW_TRACEPOINT_PROBE(ipi_entry) { return push(K_IPI, S_IPI, ctx->args[0]); }  /* (reason) */
+/* The reason is a string (arm64's ipi_types[]: "Rescheduling interrupts", "IRQ work
+ * interrupts", ...). Those x86 has a vector for are charged to that vector's slot, so both
+ * read alike, and the irq_work a ring-buffer wake-up raises inside the XDP program can be
+ * told apart (roles/attribution_stats.py); the rest share the IPI slot. Its first 8 bytes,
+ * as a little-endian word (arm64 Linux is little-endian), tell them apart. */
+#define W8(a, b, c, d, e, f, g, h)                                                       \
+    ((u64)(a) | (u64)(b) << 8 | (u64)(c) << 16 | (u64)(d) << 24 | (u64)(e) << 32 |      \
+     (u64)(f) << 40 | (u64)(g) << 48 | (u64)(h) << 56)
+static __always_inline u32 ipi_slot(const void *reason) {
+    u64 w = 0;
+    if (bpf_probe_read_kernel(&w, sizeof(w), reason))
+        return S_IPI;
+    if (w == W8('R', 'e', 's', 'c', 'h', 'e', 'd', 'u'))
+        return S_VEC + 3;  /* reschedule */
+    if (w == W8('F', 'u', 'n', 'c', 't', 'i', 'o', 'n'))
+        return S_VEC + 1;  /* call_function */
+    if (w == W8('I', 'R', 'Q', ' ', 'w', 'o', 'r', 'k'))
+        return S_VEC + 4;  /* irq_work */
+    return S_IPI;
+}
+RAW_TRACEPOINT_PROBE(ipi_entry) {  /* (reason) */
+    return push(K_IPI, ipi_slot((const void *)ctx->args[0]), ctx->args[0]);
+}
 RAW_TRACEPOINT_PROBE(ipi_exit) { return pop(K_IPI); }
 #endif
 

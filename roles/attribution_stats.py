@@ -111,8 +111,9 @@ def _program_share(prog_s, secs, ed):
     against 33.5 µs per record). So that part comes out of the program's, and the program's
     part is at most all of NET_RX: never a negative NET_RX (-7 µs per record in that trial).
     Kept beside it: the run time before both (``xdp_estimate_s``), whether the IPI could be
-    taken out (``xdp_irq_work_split``: arm64 names IPIs by a reason pointer, so there it is
-    not, and only the cap holds) and whether the cap cut the part (``xdp_capped``)."""
+    taken out (``xdp_irq_work_split``: x86 has a vector for it and arm64 a reason string that
+    bpf/attribution.c maps to it; a kernel with neither keeps only the cap) and whether the
+    cap cut the part (``xdp_capped``)."""
     net = max(secs["softirq NET_RX"], 0.0)
     nested = secs.get("ipi/vector irq_work")
     share = max(prog_s - (nested or 0.0), 0.0)
