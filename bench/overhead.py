@@ -93,9 +93,9 @@ def main(argv=None):
         tables += [(f"{t} [{wakeup}]", h, b, n)
                    for t, h, b, n in components.component_tables(rows, lab=inv.lab is not None)]
         by = {m: [r for r in rows if r["mode"] == m] for m in ("xdp", "tcp")}
-        ns = pooled_ns_per_event(folder.path, by["xdp"] + by["tcp"])
+        shares = pooled_shares(by["xdp"] + by["tcp"])
         for m in ("xdp", "tcp"):
-            checks.append([wakeup, m, *check_figures(folder.path, by[m], ext, ns)])
+            checks.append([wakeup, m, *check_figures(folder.path, by[m], ext, shares)])
         cpu = {m: [r["hw_cpu_us_per_record"] for r in by[m]] for m in by}
         ratio = xdp_tcp_ratio(rows)  # (ratio, lo, hi, method), paired by repeat when possible
         target = TARGETS["batch" if wakeup.startswith("batch") else "per-record"]
@@ -116,7 +116,7 @@ def main(argv=None):
           "busy within 10 % of an idle reading outside the tool, tracer cost <= 2 % of busy)")
     print(tabulate(checks, headers=["wake-up", "mode", "trials", "unattributed % of busy",
                                     "busy vs /proc/stat (outside) %",
-                                    "tracer cost % of busy (events x run median ns/event)"]))
+                                    "tracer cost % of busy (events x cell median ns/event)"]))
     for title, headers, body, notes in tables:
         print(f"\n{title}")
         print(tabulate(body, headers=headers))
@@ -144,47 +144,37 @@ def _worst(vals, fmt="{:+.1f}"):
     return "-" if not vals else fmt.format(max(vals, key=abs)) + f" (median {fmt.format(sorted(vals)[len(vals) // 2])})"
 
 
-def _windows(run_path: Path, rows):
+def pooled_shares(rows) -> dict:
+    """{trial: the tracing cost's share of busy time}, from each trial's events x the median cost
+    per event of its rate x size cell, as the report's component table takes it
+    (``components.pooled_cost``: one trial's own measurement is moved by a busy host)."""
+    cells = {}
+    for r in rows:
+        cells.setdefault((r.get("rate_hz"), r.get("size_bytes")), []).append(r)
+    out = {}
+    for grp in cells.values():
+        costed, _, _ = components.pooled_cost({"all": grp})
+        out.update((r["trial"], r.get("hw_tracer_cost_share")) for r in costed["all"])
+    return out
+
+
+def check_figures(run_path: Path, rows, ext: ExternalIdle, shares=None) -> list:
+    """[trials, unattributed %, vs /proc/stat %, tracer %] for one mode's rows; the tracer's
+    share is the pooled one (``pooled_shares``) when given, else the trial's own."""
+    unatt, vs_stat, cost = [], [], []
     for r in rows:
         for f in sorted((run_path / r["trial"]).glob("*/hardworker-*.summary.json")):
-            yield json.loads(f.read_text()).get("window") or {}
-
-
-def _cell(r):
-    return r.get("rate_hz"), r.get("size_bytes")
-
-
-def pooled_ns_per_event(run_path: Path, rows) -> dict:
-    """{(rate, size): the median of those trials' own measurements of one traced event's
-    cost}, as the report's component table takes it per cell (one trial's measurement is
-    moved by a busy host)."""
-    own = {}
-    for r in rows:
-        for w in _windows(run_path, [r]):
-            c = (w.get("attribution") or {}).get("cost") or {}
-            if c.get("ns_per_event") is not None:
-                own.setdefault(_cell(r), []).append(c["ns_per_event"])
-    return {k: statistics.median(v) for k, v in own.items()}
-
-
-def check_figures(run_path: Path, rows, ext: ExternalIdle, ns_per_event=None) -> list:
-    """[trials, unattributed %, vs /proc/stat %, tracer %] for one mode's rows; the tracer's
-    cost is each trial's events x the pooled figure of its cell (``ns_per_event``) when given."""
-    unatt, vs_stat, cost = [], [], []
-    for r, win in ((r, w) for r in rows for w in _windows(run_path, [r])):
-        at = win.get("attribution") or {}
-        busy = at.get("proc_busy_s")
-        if not busy or not win.get("mono_s"):
-            continue
-        unatt.append(100 * (at.get("unattributed_s") or 0) / busy)
-        outside = ext.busy(win["cpus"], *win["mono_s"])
-        if outside.get("stat_s"):
-            vs_stat.append(100 * (busy - outside["stat_s"]) / outside["stat_s"])
-        share = (at.get("cost") or {}).get("share_of_busy")
-        ns = (ns_per_event or {}).get(_cell(r))
-        if ns is not None and at.get("events") is not None:
-            share = at["events"] * ns / 1e9 / busy
-        cost.append(None if share is None else 100 * share)
+            win = json.loads(f.read_text()).get("window") or {}
+            at = win.get("attribution") or {}
+            busy = at.get("proc_busy_s")
+            if not busy or not win.get("mono_s"):
+                continue
+            unatt.append(100 * (at.get("unattributed_s") or 0) / busy)
+            outside = ext.busy(win["cpus"], *win["mono_s"])
+            if outside.get("stat_s"):
+                vs_stat.append(100 * (busy - outside["stat_s"]) / outside["stat_s"])
+            share = (shares or {}).get(r["trial"], (at.get("cost") or {}).get("share_of_busy"))
+            cost.append(None if share is None else 100 * share)
     return [len(unatt), _worst(unatt), _worst(vs_stat), _worst(cost, "{:.2f}")]
 
 
