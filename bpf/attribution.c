@@ -11,6 +11,10 @@
  * Busy periods (leaving idle until idling again) go to a ring buffer with BPF_RB_NO_WAKEUP:
  * no wake-up (an irq_work, a self-IPI) on the measured CPU; userspace reads after the window.
  *
+ * The programs time themselves on the measured CPUs (self_ns: from their first clock read to
+ * their last), the part of their cost that depends on how warm the caches are: after idle in a
+ * VM it is several times what a hot loop gives (roles/attribution_cost.py).
+ *
  * Cheap by construction: raw tracepoints only (no record formatting; tracefs is still needed
  * to find which exist), per-CPU array slots for everything but other tasks, counters in the per-CPU state; no task_struct layout needed.
  *
@@ -51,6 +55,7 @@ struct state {
     u64 last;                   /* time of the previous event on this CPU */
     u32 depth, busy;
     u64 idle_task;              /* this CPU's idle task (learnt when it switches out) */
+    u64 self_ns, self_runs;     /* these programs' own run time here: always (read at the edges) */
     struct frame f[MAXD];
     u64 pstart;                 /* current busy period: start, ns per class, counts */
     u64 pns[NCLS];
@@ -87,6 +92,13 @@ static __always_inline int window(struct ctl *c, u64 ts) {
 static __always_inline struct ctl *getctl(void) {
     int zero = 0;
     return ctl.lookup(&zero);
+}
+
+/* The program's own time since t0 (its first clock read), on a measured CPU. A program that an
+ * interrupt nests into counts that too: rare, a program runs well under 1 us. */
+static __always_inline void took(struct state *s, u64 t0) {
+    s->self_ns += bpf_ktime_get_ns() - t0;
+    s->self_runs++;
 }
 
 static __always_inline u32 cls_of(struct frame *f) {
@@ -242,16 +254,17 @@ static __always_inline int push(u32 kind, u32 slot, u64 id) {
     u32 cpu = bpf_get_smp_processor_id();
     if (!measured(cpu))
         return 0;
+    u64 ts = bpf_ktime_get_ns();  /* first: the self time includes the maps' cold misses */
     struct ctl *c = getctl();
     if (!c)
         return 0;
-    u64 ts = bpf_ktime_get_ns();
     struct state *s = charge(cpu, ts, c);
     if (!s)
         return 0;
     if (s->depth + 1 >= MAXD) {
         if (window(c, ts))
             s->cnt[W_DEPTH]++;
+        took(s, ts);
         return 0;
     }
     if (kind == K_CSTATE)
@@ -271,6 +284,7 @@ static __always_inline int push(u32 kind, u32 slot, u64 id) {
     transition(s, c, cpu, ts);
     if (kind == K_SOFTIRQ && id == 3)
         s->pnet++;  /* after the transition: a softirq in idle opens the period */
+    took(s, ts);
     return 0;
 }
 
@@ -278,10 +292,10 @@ static __always_inline int pop(u32 kind) {
     u32 cpu = bpf_get_smp_processor_id();
     if (!measured(cpu))
         return 0;
+    u64 ts = bpf_ktime_get_ns();
     struct ctl *c = getctl();
     if (!c)
         return 0;
-    u64 ts = bpf_ktime_get_ns();
     struct state *s = charge(cpu, ts, c);
     if (!s)
         return 0;
@@ -289,12 +303,14 @@ static __always_inline int pop(u32 kind) {
     if (s->depth == 0 || f->kind != kind) {
         if (window(c, ts))
             s->cnt[W_MISMATCH]++;  /* an entry we missed (attached mid-way) */
+        took(s, ts);
         return 0;
     }
     s->depth--;
     if (kind == K_CSTATE && s->depth == 0)
         s->idle_exit = 1;
     transition(s, c, cpu, ts);
+    took(s, ts);
     return 0;
 }
 
@@ -306,10 +322,10 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
     u32 cpu = bpf_get_smp_processor_id();
     if (!measured(cpu))
         return 0;
+    u64 ts = bpf_ktime_get_ns();
     struct ctl *c = getctl();
     if (!c)
         return 0;
-    u64 ts = bpf_ktime_get_ns();
     u64 prev = ctx->args[1], next = ctx->args[2], prev_state = ctx->args[3];
     u64 pt = bpf_get_current_pid_tgid();
     u32 prev_pid = (u32)pt, prev_tgid = pt >> 32;
@@ -365,20 +381,21 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
     transition(s, c, cpu, ts);
     if (f->kind == K_ROLE && s->busy)
         s->prole++;
+    took(s, ts);
     return 0;
 }
 
 RAW_TRACEPOINT_PROBE(sched_wakeup) {  /* (struct task_struct *p): counted for role threads */
-    u64 p = ctx->args[0];
-    if (!role_task.lookup(&p))
-        return 0;
-    struct ctl *c = getctl();
-    if (!c || !window(c, bpf_ktime_get_ns()))
-        return 0;
+    u64 t0 = bpf_ktime_get_ns(), p = ctx->args[0];
     u32 cpu = bpf_get_smp_processor_id();
     struct state *s = st.lookup(&cpu);  /* where the wake-up completes (waker or target) */
-    if (s)
+    if (!s)
+        return 0;
+    struct ctl *c;
+    if (role_task.lookup(&p) && (c = getctl()) && window(c, t0))
         __sync_fetch_and_add(&s->cnt[W_WAKEUP], 1);
+    if (measured(cpu))
+        took(s, t0);
     return 0;
 }
 
@@ -409,12 +426,16 @@ RAW_TRACEPOINT_PROBE(napi_poll) {  /* (struct napi_struct *napi, int work, int b
     u32 cpu = bpf_get_smp_processor_id();
     if (!measured(cpu))
         return 0;
+    u64 t0 = bpf_ktime_get_ns();
     struct ctl *c = getctl();
     struct state *s = st.lookup(&cpu);
-    if (c && s && window(c, bpf_ktime_get_ns())) {
+    if (!s)
+        return 0;
+    if (c && window(c, t0)) {
         s->cnt[W_NAPI]++;
         s->cnt[W_NAPI_WORK] += (u32)ctx->args[1];
     }
+    took(s, t0);
     return 0;
 }
 #endif
@@ -451,27 +472,40 @@ static __always_inline void ipi_sent(u32 src, u32 dst, u64 fn, int inwin) {
     }
 }
 
-static __always_inline int ipi_win(void) {
+static __always_inline int ipi_win(u64 t0) {
     struct ctl *c = getctl();
-    return c && window(c, bpf_ktime_get_ns());
+    return c && window(c, t0);
+}
+
+/* The self time of an IPI send on a measured CPU. */
+static __always_inline void ipi_took(u32 src, u64 t0) {
+    if (!measured(src))
+        return;
+    struct state *s = st.lookup(&src);
+    if (s)
+        took(s, t0);
 }
 
 #ifdef HAVE_IPI_SEND
 RAW_TRACEPOINT_PROBE(ipi_send_cpu) {  /* (cpu, callsite, callback) */
-    ipi_sent(bpf_get_smp_processor_id(), (u32)ctx->args[0], ctx->args[2], ipi_win());
+    u64 t0 = bpf_ktime_get_ns();
+    u32 src = bpf_get_smp_processor_id();
+    ipi_sent(src, (u32)ctx->args[0], ctx->args[2], ipi_win(t0));
+    ipi_took(src, t0);
     return 0;
 }
 
 RAW_TRACEPOINT_PROBE(ipi_send_cpumask) {  /* (const struct cpumask *, callsite, callback) */
-    u64 mask = 0;
+    u64 t0 = bpf_ktime_get_ns(), mask = 0;
     bpf_probe_read_kernel(&mask, sizeof(mask), (void *)ctx->args[0]);
     u32 src = bpf_get_smp_processor_id();
     u64 fn = ctx->args[2];  /* ctx is read before the loop: the verifier wants it so */
-    int inwin = ipi_win();
+    int inwin = ipi_win(t0);
 #pragma unroll
     for (int i = 0; i < ATTR_NR_CPUS; i++)
         if ((mask >> i) & 1)
             ipi_sent(src, i, fn, inwin);
+    ipi_took(src, t0);
     return 0;
 }
 #endif
@@ -505,15 +539,16 @@ RAW_TRACEPOINT_PROBE(ipi_exit) { return pop(K_IPI); }
 
 #ifdef HAVE_IPI_RAISE  /* arm/arm64 before 6.6: IPIs sent, by target mask */
 RAW_TRACEPOINT_PROBE(ipi_raise) {  /* (const struct cpumask *target, const char *reason) */
-    u64 mask = 0;
+    u64 t0 = bpf_ktime_get_ns(), mask = 0;
     bpf_probe_read_kernel(&mask, sizeof(mask), (void *)ctx->args[0]);
     u32 src = bpf_get_smp_processor_id();
     u64 fn = ctx->args[1];
-    int inwin = ipi_win();
+    int inwin = ipi_win(t0);
 #pragma unroll
     for (int i = 0; i < ATTR_NR_CPUS; i++)
         if ((mask >> i) & 1)
             ipi_sent(src, i, fn, inwin);
+    ipi_took(src, t0);
     return 0;
 }
 #endif

@@ -338,8 +338,15 @@ class Tracer:
             leaf.tgid[i] = pid
         ctl[ctypes.c_int(0)] = leaf
 
+    def self_time(self):
+        """{cpu: [ns, runs]}: the programs' own run time on each measured CPU so far (they time
+        themselves from their first clock read to their last; never reset)."""
+        st = self.bpf[b"st"]
+        return {c: [(s := st[ctypes.c_int(c)]).self_ns, s.self_runs] for c in self.cpus}
+
     def _edge(self):
-        e = {"idle_ns": precise_idle_ns(self.cpus), "steal_ns": steal_ns(self.cpus),
+        e = {"self": self.self_time(),
+             "idle_ns": precise_idle_ns(self.cpus), "steal_ns": steal_ns(self.cpus),
              "proc": proc_cpu(self.pids),
              "mono_ns": time.monotonic_ns(), "wall": time.time()}
         if self.prog_stats is not None:
@@ -406,11 +413,13 @@ class Tracer:
         from roles import attribution_read
         return attribution_read.read(self)
 
-    def result(self, marks=None, bin_s=0.01, records=None, ns_per_event=None, xdp=None):
+    def result(self, marks=None, bin_s=0.01, records=None, ns_per_event=None, xdp=None,
+               dispatch_ns=None):
         """The window's attribution (see roles.attribution_stats.summarize)."""
         from roles import attribution_stats
         return attribution_stats.summarize(self.raw(), marks=marks, bin_s=bin_s, records=records,
-                                           ns_per_event=ns_per_event, xdp=xdp)
+                                           ns_per_event=ns_per_event, xdp=xdp,
+                                           dispatch_ns=dispatch_ns)
 
     def cleanup(self):
         if self.bpf is not None:

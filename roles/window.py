@@ -82,7 +82,7 @@ class WindowMeter:
             # state (~5 us of busy time per wake here) is a named part, not unattributed; off:
             # two events fewer per wake from idle
             self.tracer = Tracer(self.cpus, pids=[os.getpid()], cpu_idle=trace_idle)
-            self.cost = ns_per_event(self.tracer)["ns_per_event"]
+            self.cost = ns_per_event(self.tracer)
             if self.tracer.mounted_tracefs:
                 log.warning("tracefs was not mounted: mounted it at /sys/kernel/tracing")
         except Exception as exc:  # noqa: BLE001 - the window still has its edge figures
@@ -174,7 +174,9 @@ class WindowMeter:
         if self.tracer is None:
             return {"error": self.error}
         try:
-            r = self.tracer.result(marks=marks, records=records or None, ns_per_event=self.cost,
+            r = self.tracer.result(marks=marks, records=records or None,
+                                   ns_per_event=self.cost["ns_per_event"],
+                                   dispatch_ns=self.cost["dispatch_ns"],
                                    xdp=(xdp["bpf_run_time_ns"] / 1e9, xdp["bpf_run_cnt"]) if xdp else None)
         except Exception as exc:  # noqa: BLE001
             log.warning("attribution: %s", exc)

@@ -63,10 +63,11 @@ def _per_sent(r):
         return None
     k = sent / per
     scale = lambda d: {n: None if v is None else v * k for n, v in (d or {}).items()}  # noqa: E731
-    cost = r.get("hw_tracer_cost_us")
+    one = lambda key: None if r.get(key) is None else r[key] * k  # noqa: E731
     return {**r, "hw_components_us": scale(r.get("hw_components_us")),
             "hw_events_per_record": scale(r.get("hw_events_per_record")),
-            "hw_tracer_cost_us": None if cost is None else cost * k, "hw_attr_us_per_record": sent}
+            "hw_tracer_cost_us": one("hw_tracer_cost_us"), "hw_tracer_self_us": one("hw_tracer_self_us"),
+            "hw_tracer_runs_per_record": one("hw_tracer_runs_per_record"), "hw_attr_us_per_record": sent}
 
 
 def _cells(rows):
@@ -135,41 +136,59 @@ def cost_share(row):
     return row.get("hw_tracer_cost_share")
 
 
+def _self_timed(r):
+    return all(r.get(k) is not None for k in ("hw_tracer_self_us", "hw_tracer_runs_per_record",
+                                              "hw_tracer_dispatch_ns"))
+
+
 def _own_ns_per_event(r):
-    """The cost of one traced event as this trial measured it (ns), from its row."""
+    """The pooled part of one event's cost as this trial measured it (ns), from its row: the
+    dispatch outside the programs where they timed themselves, else the whole hot figure."""
+    if _self_timed(r):
+        return r["hw_tracer_dispatch_ns"]
     cost, ev = r.get("hw_tracer_cost_us"), (r.get("hw_events_per_record") or {}).get("events")
     return cost * 1e3 / ev if cost is not None and ev else None
 
 
 def pooled_cost(by_mode):
-    """(by_mode with each trial's tracing cost re-derived from the cell's cost per event,
-    that cost in ns, the trials' own figures). The cost of one event is the host's and the
-    tracer's, not a trial's: each trial measures it once, with a 0.3 s ping-pong before its
-    window (roles.attribution_cost), and a host busy at that moment moves it (6 to 261 ns
-    between the trials of one lab run, where its median was 150). So every trial's cost is its
-    own events x the median of all the cell's measurements; summary.csv keeps each trial's own."""
+    """(by_mode with each trial's tracing cost re-derived from the cell's pooled figure, that
+    figure in ns, the trials' own figures). Each trial measures the part of an event's price
+    outside the tracer's programs (the dispatch) once, with a 0.3 s ping-pong before its
+    window (roles.attribution_cost), and a host busy at that moment moves it (6 to 261 ns of a
+    whole hot event between the trials of one lab run, where its median was 150): it is the
+    host's and the tracer's, not a trial's. So every trial's cost is its programs' own time in
+    its window (self-timed) + its runs x the median of the cell's dispatch figures (rows
+    without self time: events x the median hot figure); summary.csv keeps each trial's own."""
     own = [v for rs in by_mode.values() for r in rs if (v := _own_ns_per_event(r)) is not None]
     if not own:
         return by_mode, None, []
     ns = statistics.median(own)
 
     def redo(r):
-        own_ns = _own_ns_per_event(r)
-        if own_ns is None:
+        if _own_ns_per_event(r) is None:
             return r
-        ev, share = (r.get("hw_events_per_record") or {}).get("events"), r.get("hw_tracer_cost_share")
-        return {**r, "hw_tracer_cost_us": ev * ns / 1e3,  # and the busy-time share alike
-                "hw_tracer_cost_share": None if share is None or not own_ns else share * ns / own_ns}
+        was, share = r.get("hw_tracer_cost_us"), r.get("hw_tracer_cost_share")
+        if _self_timed(r):
+            cost = r["hw_tracer_self_us"] + r["hw_tracer_runs_per_record"] * ns / 1e3
+        else:
+            cost = (r.get("hw_events_per_record") or {}).get("events") * ns / 1e3
+        return {**r, "hw_tracer_cost_us": cost,  # and the busy-time share alike
+                "hw_tracer_cost_share": None if share is None or not was else share * cost / was}
 
     return {m: [redo(r) for r in rs] for m, rs in by_mode.items()}, ns, own
 
 
-def cost_note(ns, own) -> str | None:
+def cost_note(ns, own, self_timed=False) -> str | None:
     if ns is None:
         return None
-    return (f"cost of one traced event: {ns:.0f} ns, the median of the {len(own)} trials' own "
-            f"measurements ({min(own):.0f}-{max(own):.0f} ns; each trial measures it once before its "
-            "window, and a busy host moves one measurement)")
+    if not self_timed:
+        return (f"cost of one traced event: {ns:.0f} ns, the median of the {len(own)} trials' own "
+                f"measurements ({min(own):.0f}-{max(own):.0f} ns; each trial measures it once before "
+                "its window, and a busy host moves one measurement)")
+    return (f"tracing cost: the programs' own time in the window (they time themselves) + runs x "
+            f"{ns:.0f} ns of dispatch per event, the median of the {len(own)} trials' own measurements "
+            f"({min(own):.0f}-{max(own):.0f} ns; each trial measures it once before its window, and a "
+            "busy host moves one measurement)")
 
 
 def _cost_rows(by_mode):
@@ -180,9 +199,16 @@ def _cost_rows(by_mode):
     if all(v is None for v in share.values()) and all(v is None for v in us.values()):
         return []
     pct = lambda v: "-" if v is None else f"{v * 100:.2f} %"  # noqa: E731
-    return [["measurement's own cost µs per record", _f(us["xdp"]), _f(us["tcp"]), _f(_diff(us["xdp"], us["tcp"]))],
-            [f"measurement's own cost, % of hardworker CPU (target <= {COST_TARGET:.0%})",
-             pct(share["xdp"]), pct(share["tcp"]), "-"]]
+    rows = [["measurement's own cost µs per record", _f(us["xdp"]), _f(us["tcp"]), _f(_diff(us["xdp"], us["tcp"]))]]
+    own = {m: mean_ci(r.get("hw_tracer_self_us") for r in by_mode.get(m, []))[0] for m in ("xdp", "tcp")}
+    runs = {m: mean_ci(r.get("hw_tracer_runs_per_record") for r in by_mode.get(m, []))[0] for m in ("xdp", "tcp")}
+    if any(v is not None for v in own.values()):
+        ns = lambda m: "-" if not own[m] or not runs[m] else f"{own[m] * 1e3 / runs[m]:.0f}"  # noqa: E731
+        rows += [["  of which the programs' own time (self-timed)", _f(own["xdp"]), _f(own["tcp"]),
+                  _f(_diff(own["xdp"], own["tcp"]))],
+                 ["  programs' own ns per run", ns("xdp"), ns("tcp"), "-"]]
+    return rows + [[f"measurement's own cost, % of hardworker CPU (target <= {COST_TARGET:.0%})",
+                    pct(share["xdp"]), pct(share["tcp"]), "-"]]
 
 
 def cost_notes(by_mode) -> list[str]:
@@ -261,7 +287,8 @@ def component_tables(rows, lab: bool = False) -> list[tuple[str, list, list, lis
         if policy != "all":
             body = [[row[0].replace(" per record", " per sent record"), *row[1:]] for row in body]
         floor = floor_note(by_mode) if policy != "all" else None
-        notes = cost_notes(costed) + [n for n in [cost_note(ns, own)] if n]
+        timed = any(_self_timed(r) for rs in by_mode.values() for r in rs)
+        notes = cost_notes(costed) + [n for n in [cost_note(ns, own, timed)] if n]
         out.append((title, ["component", "xdp", "tcp", "xdp - tcp"], body,
                     notes + artifacts(by_mode, lab) + ([floor] if floor else [])))
     return out
@@ -340,6 +367,10 @@ def row_fields(win: dict) -> dict:
                hw_attr_us_per_record=per(attributed_busy_s(win)),
                hw_unattributed_us=comps.get("unattributed"),
                hw_tracer_cost_us=per((a.get("cost") or {}).get("cost_s")),
+               hw_tracer_self_us=per((a.get("cost") or {}).get("self_s")),
+               hw_tracer_runs_per_record=None if (a.get("cost") or {}).get("self_runs") is None
+               else a["cost"]["self_runs"] / n,
+               hw_tracer_dispatch_ns=(a.get("cost") or {}).get("dispatch_ns"),
                hw_period_median_us=p.get("median_us") if p.get("unit") == "record" else None,
                hw_period_ci_us=p.get("median_ci_us") if p.get("unit") == "record" else None)
     return out

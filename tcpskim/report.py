@@ -38,7 +38,8 @@ _INT_COLS = {"rate_hz", "size_bytes", "repeat", "sent", "delivered", "logged", "
 _FLOAT_COLS = {"duration_s", "hw_busy_cpu_s", "hw_idle_baseline_cpu_s", "hw_cpu_us_per_record",
                "hw_process_cpu_us_per_record", "bpf_ns_per_packet", "latency_p50_us",
                "latency_p99_us", "achieved_rate_hz", "hw_wake_cost_us", "hw_attr_us_per_record",
-               "hw_unattributed_us", "hw_tracer_cost_us", "hw_tracer_cost_share",
+               "hw_unattributed_us", "hw_tracer_cost_us", "hw_tracer_cost_share", "hw_tracer_self_us",
+               "hw_tracer_runs_per_record", "hw_tracer_dispatch_ns",
                "hw_period_median_us", "hw_other_tasks_s", "hw_steal_s", "hw_role_steal_s", "hw_cpu_us_per_sent_record",
                "hw_attr_us_per_sent_record", "hw_stream_us_per_sent_record", "hw_role_user_share"}
 _JSON_COLS = {"hw_components_us", "hw_events_per_record", "hw_period_ci_us"}  # JSON text in the CSV

@@ -27,7 +27,8 @@ COLUMNS = ["run_id", "trial", "mode", "rate_hz", "size_bytes", "duration_s", "re
            "hw_sampler_cpu_s", "send_lateness_p99_us", "hw_wake_cost_us", "hw_softirq_share",
            # tracepoint attribution of the hardworker's dedicated CPU (tcpskim.components)
            "hw_attr_us_per_record", "hw_components_us", "hw_events_per_record", "hw_unattributed_us",
-           "hw_tracer_cost_us", "hw_tracer_cost_share", "hw_period_median_us", "hw_period_ci_us",
+           "hw_tracer_cost_us", "hw_tracer_cost_share", "hw_tracer_self_us", "hw_tracer_runs_per_record",
+           "hw_tracer_dispatch_ns", "hw_period_median_us", "hw_period_ci_us",
            "hw_other_tasks_s", "hw_steal_s", "hw_role_steal_s", "hw_role_user_share"]
 
 

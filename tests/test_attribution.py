@@ -374,6 +374,33 @@ def test_cost_per_event_is_measured(tracer):
     assert tracer.result()["counters"].get("switch", 0) > 0
 
 
+@pytest.mark.lab
+@need_kernel
+def test_the_programs_time_themselves_in_the_window_and_the_cost_adds_the_dispatch(tracer, pinned):
+    """The self time counts every program run on the measured CPU in the window (about one
+    per traced event), is positive and below the CPU's busy time, and the cost is that time +
+    runs x the dispatch the ping-pong measured beside it."""
+    from roles.attribution_cost import ns_per_event
+    c = ns_per_event(tracer, rounds=1000, pairs=3)
+    assert c["self_ns_per_event"] > 0 and c["dispatch_ns"] == pytest.approx(
+        max(0.0, c["ns_per_event"] - c["self_ns_per_event"]))
+    tracer.set_pids([os.getpid()])
+    tracer.open()
+    for _ in range(200):  # a short spin, then 1 ms asleep: each wake from idle traced
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < 0.0002:
+            pass
+        time.sleep(0.001)
+    tracer.close()
+    r = tracer.result(ns_per_event=c["ns_per_event"], dispatch_ns=c["dispatch_ns"])
+    co = r["cost"]
+    # every traced event is a program run; runs with no event of their own (sched_wakeup of
+    # other tasks, an IPI send) add a few
+    assert r["events"] <= co["self_runs"] <= 1.5 * r["events"] + 50
+    assert 0 < co["self_s"] < r["proc_busy_s"]
+    assert co["cost_s"] == pytest.approx(co["self_s"] + co["self_runs"] * c["dispatch_ns"] / 1e9)
+
+
 def test_stream_time_counts_only_periods_that_received_or_ran_the_role():
     def p(start, ns, net_rx=0, role_in=0):
         return {"start": start, "end": start + sum(ns.values()), "cpu": 1, "net_rx": net_rx,

@@ -167,3 +167,28 @@ def test_the_pooled_cost_holds_per_sent_record_and_for_the_busy_time_share():
     costed, ns, own = pooled_cost({"xdp": [row("xdp", 100.0, "all")], "tcp": [row("tcp", 300.0, "all")]})
     assert ns == 200.0 and sorted(own) == [100.0, 300.0]
     assert [r["hw_tracer_cost_share"] for r in costed["xdp"] + costed["tcp"]] == [0.4, 0.4]
+
+
+def test_a_self_timed_cost_pools_only_the_dispatch_and_keeps_each_trials_own_program_time():
+    from tcpskim.components import component_tables, pooled_cost
+
+    def row(mode, self_us, dispatch_ns):  # 8 program runs per record
+        return {"mode": mode, "rate_hz": 2000, "size_bytes": 1024, "wakeup": "batch:10ms", "deliver": "all",
+                "status": "ok", "hw_components_us": {"role": 10.0}, "hw_attr_us_per_record": 40.0,
+                "hw_events_per_record": {"events": 8.0}, "hw_tracer_self_us": self_us,
+                "hw_tracer_runs_per_record": 8.0, "hw_tracer_dispatch_ns": dispatch_ns,
+                "hw_tracer_cost_us": self_us + 8.0 * dispatch_ns / 1e3, "hw_tracer_cost_share": None}
+
+    rows = [row("xdp", 4.0, 50.0), row("xdp", 6.0, 250.0), row("tcp", 2.0, 100.0)]
+    costed, ns, own = pooled_cost({"xdp": rows[:2], "tcp": rows[2:]})
+    assert ns == 100.0 and sorted(own) == [50.0, 100.0, 250.0]
+    # each trial keeps its own program time (measured in its window) + 8 runs x 100 ns
+    assert [r["hw_tracer_cost_us"] for r in costed["xdp"] + costed["tcp"]] == pytest.approx([4.8, 6.8, 2.8])
+    (_, _, body, notes), = component_tables(rows)
+    cell = {r[0]: r for r in body}
+    assert cell["measurement's own cost µs per record"][1:3] == ["5.80", "2.80"]
+    assert cell["  of which the programs' own time (self-timed)"][1:3] == ["5.00", "2.00"]
+    assert cell["  programs' own ns per run"][1:3] == ["625", "250"]
+    assert cell["measurement's own cost, % of hardworker CPU (target <= 2%)"][1:3] == ["14.50 %", "7.00 %"]
+    assert any(n.startswith("tracing cost: the programs' own time in the window") and "100 ns of dispatch" in n
+               for n in notes)
