@@ -14,6 +14,12 @@ the switch is global: every BPF program pays it):
               program on it (the dispatch), which no tracer can go below
   tracer      bpf/attribution.c's programs, as the role loads them
 It prints the median ns per event of each, and the tracer's own share above the empty one.
+
+That ping-pong is hot: every cache stays warm. With ``--sparse`` it then runs a loopback UDP
+round trip on ``--cpu`` followed by a sleep of each ``--gaps`` (s), in an open window, and
+prints the tracer's programs' own ns per run as they time themselves (what a report charges,
+``roles.attribution_stats.tracer_cost``): on a CPU that idles between events their maps and
+code are cold, and a run costs several times the hot figure.
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpu", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--sparse", action="store_true", help="also the self-timed cost per run with gaps")
+    ap.add_argument("--gaps", default="0,0.0005,0.005", help="comma list of sleeps between round trips (s)")
     a = ap.parse_args(argv)
     with open(STATS) as f:
         old = f.read().strip()
@@ -86,6 +94,7 @@ def main(argv=None):
                         res[(name, s)].append(ns_per_event(obj, cpu=a.cpu)["ns_per_event"])
                     finally:
                         attach(other, True)
+        sparse = _sparse(tracer, a.cpu, [float(g) for g in a.gaps.split(",")], a.repeat) if a.sparse else None
     finally:
         _stats(old)
         empty.cleanup()
@@ -99,7 +108,46 @@ def main(argv=None):
           f"{a.repeat}, interleaved)")
     print(tabulate(rows, headers=["bpf_stats_enabled", "empty programs", "tracer", "tracer - empty",
                                   "tracer's own share"]))
+    if sparse:
+        print(f"\nthe tracer's programs' own ns per run, self-timed in a window (loopback UDP round trip "
+              f"then a sleep, on CPU {a.cpu}; medians of {a.repeat}, stats off)")
+        print(tabulate(sparse, headers=["gap between round trips", "runs per round trip", "ns per run",
+                                        "vs gap 0"]))
     return 0
+
+
+_LOAD = """
+import os, socket, sys, time
+os.sched_setaffinity(0, {int(sys.argv[1])})
+gap, end = float(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(("127.0.0.1", 0))
+b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.bind(("127.0.0.1", 0))
+n = 0
+while time.monotonic() < end:
+    a.sendto(b"x" * 1024, b.getsockname()); b.recv(2048); n += 1
+    if gap:
+        time.sleep(gap)
+print(n)
+"""
+
+
+def _sparse(tracer, cpu, gaps, repeat, seconds=2.0):
+    """[[gap, runs per round trip, self ns per run, ratio to gap 0]]: loopback only."""
+    import subprocess
+
+    res = {g: [] for g in gaps}
+    for _ in range(repeat):
+        for g in gaps:
+            tracer.open()
+            out = subprocess.run([sys.executable, "-c", _LOAD, str(cpu), str(g), str(seconds)],
+                                 capture_output=True, text=True, check=True).stdout
+            tracer.close()
+            c = tracer.result(ns_per_event=0.0, dispatch_ns=0.0)["cost"]
+            res[g].append((c["self_runs"] / max(int(out), 1), c["self_ns_per_run"]))
+    med = {g: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for g, v in res.items()}
+    base = med[gaps[0]][1]
+    return [[f"{g * 1e3:g} ms", f"{r:.1f}", f"{ns:.0f}", f"{ns / base:.1f}x" if base else "-"]
+            for g, (r, ns) in med.items()]
 
 
 if __name__ == "__main__":
