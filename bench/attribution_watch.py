@@ -65,7 +65,7 @@ def main(out):
                 cpus = sorted(os.sched_getaffinity(pid))
                 if tr is None:
                     tr = Tracer(cpus, pids=[pid])
-                    cost = ns_per_event(tr)["ns_per_event"]
+                    cost = ns_per_event(tr)
                 tr.set_pids([pid])
                 go = os.path.join(cfg["out_dir"], "go.json")
                 while not os.path.exists(go) and os.path.exists(f"/proc/{pid}"):
@@ -80,7 +80,7 @@ def main(out):
                 tr.open()
                 time.sleep(cfg["duration_s"])
                 tr.close()
-                r = tr.result(ns_per_event=cost)
+                r = tr.result(ns_per_event=cost["ns_per_event"], dispatch_ns=cost["dispatch_ns"])
                 r.pop("series")
                 r.update(mode=cfg["mode"], rate=cfg["rate_hz"], wakeup=cfg["wakeup"], trial=cfg["trial"], pid=pid)
                 with open(out, "a") as f:

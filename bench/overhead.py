@@ -116,7 +116,7 @@ def main(argv=None):
           "busy within 10 % of an idle reading outside the tool, tracer cost <= 2 % of busy)")
     print(tabulate(checks, headers=["wake-up", "mode", "trials", "unattributed % of busy",
                                     "busy vs /proc/stat (outside) %",
-                                    "tracer cost % of busy (events x cell median ns/event)"]))
+                                    "tracer cost % of busy (self time + runs x cell median dispatch)"]))
     for title, headers, body, notes in tables:
         print(f"\n{title}")
         print(tabulate(body, headers=headers))
@@ -145,8 +145,8 @@ def _worst(vals, fmt="{:+.1f}"):
 
 
 def pooled_shares(rows) -> dict:
-    """{trial: the tracing cost's share of busy time}, from each trial's events x the median cost
-    per event of its rate x size cell, as the report's component table takes it
+    """{trial: the tracing cost's share of busy time}, from each trial's programs' own time + its
+    runs x the median dispatch of its rate x size cell, as the report's component table takes it
     (``components.pooled_cost``: one trial's own measurement is moved by a busy host)."""
     cells = {}
     for r in rows:

@@ -3,9 +3,10 @@
 
     .venv/bin/python bench/tracer_cost.py [--cpu 1] [--repeat 5]
 
-The measurement's cost in a report is traced events x the cost of one event, measured in the
-role by a pipe ping-pong with the sched probes attached and detached
-(``roles.attribution_cost``). This bench runs that same measurement on ``--cpu`` with three
+The measurement's cost in a report is the tracer's programs' own time in the window (they
+time themselves) + their runs x the rest of one event's price, the dispatch, which the role
+measures by a pipe ping-pong with the sched probes attached and detached, less the programs'
+self time in it (``roles.attribution_cost``). This bench runs that same measurement on ``--cpu`` with three
 programs on sched_switch and sched_wakeup, interleaved over ``--repeat`` rounds, with BPF
 run-time statistics off and on (the role turns them on for the XDP program's run_time_ns, and
 the switch is global: every BPF program pays it):

@@ -1,7 +1,8 @@
 """The hardworker's measurement window without a sampler: tracepoint attribution at the edges.
 
 ``WindowMeter`` compiles the attribution tracer (``roles.attribution``) before the role
-reports ready and measures its cost per event then. ``start()`` starts a thread that only
+reports ready and measures the dispatch part of an event's cost then (the programs time
+themselves in the window). ``start()`` starts a thread that only
 sleeps until each window edge (two wake-ups, no periodic polling on the measured CPU),
 takes the edge snapshot (precise idle, process CPU, context switches, delivered, BPF prog
 stats) and opens / closes the tracer there.

@@ -8,7 +8,7 @@ with xdp - tcp; components under 0.05 µs in both modes are summed into one line
 that delivers fewer records than were sent (filter, latest) the table is per *sent* record, the
 hardworker's cost of the whole stream, and says what part of it both modes pay alike to get
 each packet onto the CPU (``floor_note``): no delivery path can go below it. Below the events, the
-measurement's own cost per mode (traced events x the cost of one, ``pooled_cost``) as a share
+measurement's own cost per mode (the tracer's self-timed program time + runs x the dispatch, ``pooled_cost``) as a share
 of the hardworker CPU (``cost_share``) against the 2 % target, flagged when above it. Lab
 artifacts are named with their evidence.
 """
@@ -192,7 +192,7 @@ def cost_note(ns, own, self_timed=False) -> str | None:
 
 
 def _cost_rows(by_mode):
-    """The measurement's own cost per mode (traced events x ns per event), in µs per
+    """The measurement's own cost per mode (programs' own time + runs x dispatch), in µs per
     record and as a share of the hardworker CPU (``cost_share``), with the target beside it."""
     us = {m: mean_ci(r.get("hw_tracer_cost_us") for r in by_mode.get(m, []))[0] for m in ("xdp", "tcp")}
     share = {m: mean_ci(cost_share(r) for r in by_mode.get(m, []))[0] for m in ("xdp", "tcp")}
