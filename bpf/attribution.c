@@ -386,16 +386,21 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
 }
 
 RAW_TRACEPOINT_PROBE(sched_wakeup) {  /* (struct task_struct *p): counted for role threads */
-    u64 t0 = bpf_ktime_get_ns(), p = ctx->args[0];
+    u64 p = ctx->args[0];
     u32 cpu = bpf_get_smp_processor_id();
-    struct state *s = st.lookup(&cpu);  /* where the wake-up completes (waker or target) */
-    if (!s)
-        return 0;
-    struct ctl *c;
-    if (role_task.lookup(&p) && (c = getctl()) && window(c, t0))
-        __sync_fetch_and_add(&s->cnt[W_WAKEUP], 1);
-    if (measured(cpu))
-        took(s, t0);
+    int here = measured(cpu);  /* elsewhere (most wake-ups): one lookup, as cheap as it was */
+    u64 t0 = here ? bpf_ktime_get_ns() : 0;
+    if (role_task.lookup(&p)) {
+        struct ctl *c = getctl();
+        struct state *s = st.lookup(&cpu);  /* where the wake-up completes (waker or target) */
+        if (c && s && window(c, here ? t0 : bpf_ktime_get_ns()))
+            __sync_fetch_and_add(&s->cnt[W_WAKEUP], 1);
+    }
+    if (here) {
+        struct state *s = st.lookup(&cpu);
+        if (s)
+            took(s, t0);
+    }
     return 0;
 }
 
