@@ -159,13 +159,15 @@ def pooled_cost(by_mode):
     host's and the tracer's, not a trial's. So every trial's cost is its programs' own time in
     its window (self-timed) + its runs x the median of the cell's dispatch figures (rows
     without self time: events x the median hot figure); summary.csv keeps each trial's own."""
-    own = [v for rs in by_mode.values() for r in rs if (v := _own_ns_per_event(r)) is not None]
+    rows = [r for rs in by_mode.values() for r in rs]
+    timed = any(_self_timed(r) for r in rows)  # then only their dispatch: never two quantities
+    own = [v for r in rows if _self_timed(r) == timed and (v := _own_ns_per_event(r)) is not None]
     if not own:
         return by_mode, None, []
     ns = statistics.median(own)
 
     def redo(r):
-        if _own_ns_per_event(r) is None:
+        if _self_timed(r) != timed or _own_ns_per_event(r) is None:
             return r
         was, share = r.get("hw_tracer_cost_us"), r.get("hw_tracer_cost_share")
         if _self_timed(r):

@@ -192,3 +192,17 @@ def test_a_self_timed_cost_pools_only_the_dispatch_and_keeps_each_trials_own_pro
     assert cell["measurement's own cost, % of hardworker CPU (target <= 2%)"][1:3] == ["14.50 %", "7.00 %"]
     assert any(n.startswith("tracing cost: the programs' own time in the window") and "100 ns of dispatch" in n
                for n in notes)
+
+
+def test_a_cell_mixing_self_timed_and_older_rows_pools_only_the_self_timed_dispatch():
+    from tcpskim.components import pooled_cost
+    timed = {"mode": "xdp", "hw_events_per_record": {"events": 8.0}, "hw_tracer_self_us": 4.0,
+             "hw_tracer_runs_per_record": 8.0, "hw_tracer_dispatch_ns": 60.0, "hw_tracer_cost_us": 4.48,
+             "hw_tracer_cost_share": 0.0448}
+    old = {"mode": "tcp", "hw_events_per_record": {"events": 8.0}, "hw_tracer_cost_us": 1.2,
+           "hw_tracer_cost_share": 0.012}  # 150 ns per event, hot: another quantity
+    costed, ns, own = pooled_cost({"xdp": [timed], "tcp": [old]})
+    assert ns == 60.0 and own == [60.0]
+    assert costed["tcp"][0] is old  # kept as it was, not re-derived from a dispatch
+    assert costed["xdp"][0]["hw_tracer_cost_us"] == pytest.approx(4.48)
+    assert costed["xdp"][0]["hw_tracer_cost_share"] == pytest.approx(0.0448)
