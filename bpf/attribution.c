@@ -213,6 +213,11 @@ static __always_inline struct state *charge(u32 cpu, u64 ts, struct ctl *c) {
         own_stretch(s, c, bpf_get_current_task(), (u32)pt, pt >> 32, ts);
     }
     u64 a = s->last, b = ts;
+    /* An interrupt that came between this program's clock read and here (a softirq's program
+     * runs with interrupts on) has charged up to its own, later time: moving last back to ts
+     * would charge that stretch twice (0.33 ms once, with the vCPU preempted in between). */
+    if (b < a)
+        return s;
     s->last = ts;
     if (!c->t_open || !a)
         return s;

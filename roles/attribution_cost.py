@@ -96,7 +96,7 @@ def ns_per_event(tracer, cpu=None, rounds=3000, pairs=5):
     # the dispatch per pair (a pair's total less its own self time), then the median: a busy
     # host moves both of one pair alike
     rest = [d - x for d, x in zip(diffs, selfs)] if len(selfs) == len(diffs) else []
-    return {"ns_per_event": total, "diffs_ns": diffs, "self_ns_per_event": own,
+    return {"ns_per_event": total, "diffs_ns": diffs, "self_ns_per_event": own, "selfs_ns": selfs,
             "dispatch_ns": max(0.0, statistics.median(rest)) if rest else None,
             "rounds": rounds, "measured_at": time.time()}
 
