@@ -15,7 +15,6 @@ part of an event outside the program comes from here: ``dispatch_ns``, the ping-
 event less the programs' self time per event in the same runs.
 """
 
-import ctypes
 import os
 import statistics
 import subprocess
@@ -102,8 +101,7 @@ def ns_per_event(tracer, cpu=None, rounds=3000, pairs=5):
 
 
 def _self_ns(tracer, cpu):
-    """The programs' self time so far on ``cpu`` (None for a program set without it)."""
-    try:
-        return tracer.bpf[b"st"][ctypes.c_int(cpu)].self_ns
-    except Exception:  # noqa: BLE001 - no st map (bench/tracer_cost.py's empty programs)
-        return None
+    """The programs' self time so far on ``cpu`` (``Tracer.self_time``), None for a program set
+    without it (bench/tracer_cost.py's empty programs)."""
+    self_time = getattr(tracer, "self_time", None)
+    return None if self_time is None else self_time().get(cpu, [None])[0]
